@@ -1,0 +1,48 @@
+use crate::io::IoDriver;
+use crate::Instant;
+
+/// Wakes a parked core. Handed out by [`Platform::unparker`] and used from any core or thread.
+///
+/// Contract: `unpark` makes the core's current or next [`Platform::park`] return promptly. It
+/// must be cheap when the core is not parked (check a flag before making a system call), must
+/// not allocate, and must be safe to call from any thread at any time, any number of times.
+pub trait Unpark: Send + Sync + 'static {
+    /// Wake the core if it is parked, or make its next `park` return at once.
+    fn unpark(&self);
+}
+
+/// Everything one core of the kernel needs from the platform it runs on.
+///
+/// One value per core, used only from that core's thread (it need not be `Send` or `Sync`).
+/// Implemented by the io_uring and mio HALs, by the simulator behind the `sim` feature, and by
+/// anyone who wants to run the kernel somewhere new: see the README's "building against a
+/// custom HAL".
+pub trait Platform {
+    /// The cross-thread handle that wakes this core.
+    type Unparker: Unpark + Clone;
+    /// This core's I/O driver.
+    type Io: IoDriver;
+
+    /// The monotonic clock. Never goes backwards; nanosecond units.
+    fn now(&self) -> Instant;
+
+    /// Sleep the core until one of: an I/O completion arrives, `deadline` passes, or the core is
+    /// unparked. `None` means no deadline; a deadline at or before [`now`](Self::now) means
+    /// "do not block, just collect what is ready".
+    ///
+    /// Before returning, the platform records every completion that arrived and wakes the
+    /// wakers registered for them (see [`IoDriver::poll_op`]). Spurious returns are allowed;
+    /// the kernel re-checks its own state after each.
+    fn park(&self, deadline: Option<Instant>);
+
+    /// A handle other cores use to wake this one.
+    fn unparker(&self) -> Self::Unparker;
+
+    /// The I/O driver of this core.
+    fn io(&self) -> &Self::Io;
+
+    /// Submit queued I/O to the platform without waiting for anything. Platforms that batch
+    /// submissions (io_uring) override this; the kernel calls it when it is about to run for a
+    /// long time without parking. The default does nothing.
+    fn flush(&self) {}
+}
