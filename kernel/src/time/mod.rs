@@ -1,1 +1,2 @@
-//! (in progress)
+//! Timers: a hierarchical timer wheel and the `sleep`, `timeout` and `Interval` futures.
+pub mod wheel;
