@@ -1,1 +1,59 @@
-fn main() {}
+//! `cargo xtask`: the project's automation, written in Rust so it runs wherever cargo does.
+//!
+//! The alias in `.cargo/config.toml` turns `cargo xtask ARGS` into
+//! `cargo run --quiet --package xtask -- ARGS`. Each task is one module, dispatched from the
+//! `match` in [`main`] (the rust-analyzer layout):
+//!
+//! * `test` ([`test`]): every check CI runs, with [`setup`] installing what is missing.
+//! * `help`: the list below.
+//!
+//! No dependencies: only `std`, so the tasks build in seconds on a fresh clone.
+
+mod run;
+mod setup;
+mod test;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+const HELP: &str = "\
+cargo xtask: automation for the Seastar-RS workspace
+
+USAGE:
+    cargo xtask <TASK> [ARGS]
+
+TASKS:
+    test    Run every check CI runs, in order: setup, fmt, clippy, test, no_std, miri.
+            Installs missing rustup components/targets/toolchains first (the setup step).
+            Prints each step's name, duration and PASS/FAIL, and ends with the line
+            `N passed, M failed`; exits non-zero if any step failed.
+            See `cargo xtask test --help` for its options.
+    help    Print this message.
+";
+
+fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1);
+    let task = args.next();
+    let rest: Vec<String> = args.collect();
+    match task.as_deref() {
+        Some("test") => test::run(&rest),
+        None | Some("help" | "--help" | "-h") => {
+            print!("{HELP}");
+            ExitCode::SUCCESS
+        }
+        Some(other) => {
+            eprintln!("error: unknown task `{other}`\n");
+            eprint!("{HELP}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The workspace root: every command runs there, wherever `cargo xtask` was started.
+fn project_root() -> PathBuf {
+    let xtask_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    match xtask_dir.parent() {
+        Some(root) => root.to_path_buf(),
+        None => xtask_dir,
+    }
+}

@@ -1,19 +1,263 @@
-//! The per-core executor. (Being written: the functions below are the interface the rest of
-//! the kernel codes against.)
+//! The per-core executor.
+//!
+//! One [`Executor`] per core, driven by that core's [`Platform`]. Its loop:
+//!
+//! 1. poll the root future (the one given to [`Executor::block_on`]) if it was woken;
+//! 2. run ready tasks in FIFO order until the run queue is empty or the task quota is used
+//!    up; a task that wakes itself goes to the back, so it cannot starve the others;
+//! 3. park on the platform: with the next timer deadline when there is nothing to run, or
+//!    without blocking when tasks are still ready (so I/O completions are collected at least
+//!    once per quota);
+//! 4. fire due timers and take in wakes that other threads sent; repeat.
 
-use core::task::Waker;
-use seastar_hal::Instant;
+use alloc::boxed::Box;
+use alloc::rc::Rc;
+use alloc::sync::Arc;
+use alloc::task::Wake;
+use core::future::Future;
+use core::pin::pin;
+use core::sync::atomic::{AtomicBool, Ordering};
+use core::task::{Context, Poll, Waker};
+use core::time::Duration;
 
+use seastar_hal::{Instant, Platform};
+
+pub(crate) mod context;
+mod percore;
+mod stats;
+
+pub(crate) use self::percore::RemoteQueue;
+use self::percore::{Clock, Core};
+use self::stats::Stats;
+pub use self::stats::ExecutorStats;
+use crate::task::{JoinHandle, NoExecutor};
 use crate::time::wheel::TimerWheel;
 
-/// The current core's clock. Panics outside an executor.
-pub fn now() -> Instant {
-    panic!("called outside a Seastar-RS executor")
+/// Executor settings.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct ExecutorConfig {
+    /// How long tasks may run back to back before the loop collects I/O completions and
+    /// fires timers again (Seastar's task quota). Default 500 µs.
+    pub task_quota: Duration,
 }
 
-/// Run `f` on the current core's timer wheel. Panics outside an executor.
-#[allow(dead_code)]
-pub(crate) fn with_timers<R>(f: impl FnOnce(&mut TimerWheel<Waker>) -> R) -> R {
-    let _ = f;
-    panic!("called outside a Seastar-RS executor")
+impl Default for ExecutorConfig {
+    fn default() -> Self {
+        ExecutorConfig {
+            task_quota: Duration::from_micros(500),
+        }
+    }
 }
+
+/// Upper bound on task polls between two looks at I/O, whatever the clock says.
+const MAX_POLLS_PER_BATCH: u32 = 4096;
+
+/// `block_on` was called while another executor is running on this thread (nested), or,
+/// without `std`, anywhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("an executor is already running on this thread")]
+pub struct AlreadyRunning;
+
+/// One core's executor over platform `P`.
+pub struct Executor<P: Platform> {
+    platform: Rc<P>,
+    core: Core,
+    config: ExecutorConfig,
+}
+
+impl<P: Platform> core::fmt::Debug for Executor<P> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Executor")
+            .field("core", &self.core.id())
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+/// Wakes the root future of `block_on`.
+struct RootWake {
+    woken: AtomicBool,
+    owner: u64,
+    remote: Arc<RemoteQueue>,
+}
+
+impl Wake for RootWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        // From another thread the core may be parked: wake it. Locally it is running.
+        if context::with_current(|c| c.id()) != Some(self.owner) {
+            self.remote.unpark();
+        }
+    }
+}
+
+impl<P: Platform + 'static> Executor<P> {
+    /// An executor with default settings.
+    pub fn new(platform: P) -> Self {
+        Self::with_config(platform, ExecutorConfig::default())
+    }
+
+    /// An executor with `config`.
+    pub fn with_config(platform: P, config: ExecutorConfig) -> Self {
+        let platform = Rc::new(platform);
+        let clock: Rc<dyn Clock> = platform.clone();
+        let unparker: Box<dyn seastar_hal::Unpark> = Box::new(platform.unparker());
+        Executor {
+            core: Core::new(clock, unparker),
+            platform,
+            config,
+        }
+    }
+
+    /// The platform this core runs on.
+    pub fn platform(&self) -> &P {
+        &self.platform
+    }
+
+    /// Spawn a task; it runs once the executor runs (`block_on`).
+    pub fn spawn<F: Future + 'static>(&self, future: F) -> JoinHandle<F::Output> {
+        self.core.spawn(None, future)
+    }
+
+    /// Statistics of this core.
+    pub fn stats(&self) -> ExecutorStats {
+        snapshot(&self.core)
+    }
+
+    /// Run `future` to completion on this thread, running spawned tasks meanwhile.
+    pub fn block_on<F: Future>(&mut self, future: F) -> Result<F::Output, AlreadyRunning> {
+        let _entered = context::enter(&self.core).ok_or(AlreadyRunning)?;
+        let root = Arc::new(RootWake {
+            woken: AtomicBool::new(true),
+            owner: self.core.id(),
+            remote: self.core.remote().clone(),
+        });
+        let waker = Waker::from(root.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut future = pin!(future);
+        let core = &self.core;
+        loop {
+            Stats::bump(&core.stats.loop_iterations, 1);
+            if root.woken.swap(false, Ordering::AcqRel) {
+                if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+                    return Ok(out);
+                }
+            }
+            self.run_tasks(&root.woken);
+            let idle = core.run_queue_len() == 0 && !root.woken.load(Ordering::Acquire);
+            // With work pending, park only to collect completions without blocking.
+            let deadline = if idle {
+                core.next_timer()
+            } else {
+                Some(Instant::ZERO)
+            };
+            Stats::bump(&core.stats.parks, 1);
+            self.platform.park(deadline);
+            let fired = core.fire_timers(self.platform.now());
+            Stats::bump(&core.stats.timers_fired, fired as u64);
+            core.drain_remote();
+        }
+    }
+
+    /// Run ready tasks until none is left, the quota is used up, or the root future was
+    /// woken (it is the program's main task; it goes first).
+    fn run_tasks(&self, root_woken: &AtomicBool) {
+        let core = &self.core;
+        core.drain_remote();
+        let start = self.platform.now();
+        let mut polls = 0u32;
+        while core.run_one() {
+            polls += 1;
+            if root_woken.load(Ordering::Relaxed) {
+                break;
+            }
+            // Reading the clock costs tens of nanoseconds; a task poll is often less, so
+            // check the quota every few polls. The poll cap bounds a batch even where the
+            // clock stands still while tasks run (the simulator's virtual time).
+            if polls % 16 == 0 {
+                let now = self.platform.now();
+                if polls >= MAX_POLLS_PER_BATCH
+                    || now.saturating_duration_since(start) >= self.config.task_quota
+                {
+                    break;
+                }
+                let fired = core.fire_timers(now);
+                Stats::bump(&core.stats.timers_fired, fired as u64);
+            }
+        }
+    }
+}
+
+impl<P: Platform> Drop for Executor<P> {
+    fn drop(&mut self) {
+        // Drop remaining futures with this core current, so their destructors (cancelling a
+        // timer, an I/O op) reach this core and not whichever one the thread runs next.
+        let entered = context::enter(&self.core);
+        self.core.shutdown();
+        drop(entered);
+    }
+}
+
+fn snapshot(core: &Core) -> ExecutorStats {
+    ExecutorStats {
+        tasks_spawned: core.stats.tasks_spawned.get(),
+        polls: core.stats.polls.get(),
+        loop_iterations: core.stats.loop_iterations.get(),
+        parks: core.stats.parks.get(),
+        timers_fired: core.stats.timers_fired.get(),
+        live_tasks: core.live_tasks() as u64,
+        run_queue_len: core.run_queue_len() as u64,
+    }
+}
+
+/// Run `future` to completion on a new executor over `platform`.
+pub fn block_on<P: Platform + 'static, F: Future>(
+    platform: P,
+    future: F,
+) -> Result<F::Output, AlreadyRunning> {
+    Executor::new(platform).block_on(future)
+}
+
+/// Statistics of the current core, if an executor is running on this thread.
+pub fn stats() -> Option<ExecutorStats> {
+    context::with_current(snapshot)
+}
+
+/// The current core's clock, if an executor is running on this thread.
+pub fn try_now() -> Result<Instant, NoExecutor> {
+    context::with_current(|c| c.now()).ok_or(NoExecutor)
+}
+
+/// The current core's clock.
+///
+/// # Panics
+/// Outside an executor (a bug in the caller); see [`try_now`].
+pub fn now() -> Instant {
+    match try_now() {
+        Ok(t) => t,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// Run `f` on the current core's timer wheel, if an executor is running on this thread.
+pub(crate) fn try_with_timers<R>(f: impl FnOnce(&mut TimerWheel<Waker>) -> R) -> Option<R> {
+    context::with_current(|c| f(&mut c.timers.borrow_mut()))
+}
+
+/// Run `f` on the current core's timer wheel.
+///
+/// # Panics
+/// Outside an executor.
+pub(crate) fn with_timers<R>(f: impl FnOnce(&mut TimerWheel<Waker>) -> R) -> R {
+    match try_with_timers(f) {
+        Some(r) => r,
+        None => panic!("{}", NoExecutor),
+    }
+}
+
+#[cfg(test)]
+mod tests;

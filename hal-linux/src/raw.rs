@@ -1,0 +1,213 @@
+//! The unsafe half of the driver: the `IoDriver` impl (its `submit` is an unsafe trait method
+//! that trusts the pointers in a `RawOp`) and the translation of each `RawOp` into an SQE.
+//!
+//! Memory an SQE points into:
+//! * the caller's buffers (`Recv`, `Send`, `ReadAt`, `WriteAt`, the `Writev` slices): valid
+//!   until the op is finished, by `IoDriver::submit`'s contract;
+//! * memory the driver allocates here (`sockaddr` for `Connect`, `timespec` for `Timeout`,
+//!   `msghdr` for `Writev`): boxed into `Prepared::extras`, which lives in the op's slot until
+//!   its final CQE is reaped.
+
+use std::any::Any;
+use std::net::SocketAddr;
+use std::task::{Context, Poll};
+
+use io_uring::opcode;
+use io_uring::types::{Fd, FsyncFlags, TimeoutFlags, Timespec};
+use seastar_hal::io::{Completion, IoDriver, OpId, RawOp, Shutdown};
+use seastar_hal::{ErrorKind, IoError};
+
+use crate::driver::{OpKind, Prepared, UringDriver};
+use crate::sys::Sqe;
+
+/// A socket address laid out for the kernel.
+#[allow(dead_code)] // the fields are read by the kernel, not by Rust
+enum SockAddr {
+    V4(libc::sockaddr_in),
+    V6(libc::sockaddr_in6),
+}
+
+impl SockAddr {
+    fn new(addr: &SocketAddr) -> Self {
+        match addr {
+            SocketAddr::V4(a) => SockAddr::V4(libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            }),
+            SocketAddr::V6(a) => SockAddr::V6(libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: a.scope_id(),
+            }),
+        }
+    }
+
+    fn as_ptr(&self) -> (*const libc::sockaddr, libc::socklen_t) {
+        match self {
+            SockAddr::V4(a) => (
+                (a as *const libc::sockaddr_in).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            ),
+            SockAddr::V6(a) => (
+                (a as *const libc::sockaddr_in6).cast(),
+                std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+            ),
+        }
+    }
+}
+
+// `RawOp::Writev`'s slices are handed to the kernel as `iovec`s: same size and alignment
+// (both are `#[repr(C)] { pointer, usize }`).
+const _: () = assert!(
+    std::mem::size_of::<seastar_hal::io::IoSlice>() == std::mem::size_of::<libc::iovec>()
+        && std::mem::align_of::<seastar_hal::io::IoSlice>() == std::mem::align_of::<libc::iovec>()
+);
+
+/// Lengths beyond `u32::MAX` are clamped: the op reports a short count, as POSIX allows.
+fn len32(len: usize) -> u32 {
+    u32::try_from(len).unwrap_or(u32::MAX)
+}
+
+/// Translate `op` into an SQE plus the memory it needs.
+///
+/// # Safety
+/// The pointers in `op` must satisfy [`IoDriver::submit`]'s contract: valid for the op's
+/// accesses until the op is finished.
+unsafe fn prepare(op: RawOp, native_multishot: bool) -> Result<Prepared, IoError> {
+    let mut kind = OpKind::Other;
+    let mut extras: Option<Box<dyn Any>> = None;
+    let mut fallback = None;
+    let entry = match op {
+        RawOp::Nop => opcode::Nop::new().build(),
+        RawOp::Timeout { deadline } => {
+            kind = OpKind::Timeout;
+            let nanos = deadline.as_nanos();
+            let ts = Box::new(
+                Timespec::new()
+                    .sec(nanos / 1_000_000_000)
+                    .nsec((nanos % 1_000_000_000) as u32),
+            );
+            let ptr: *const Timespec = &*ts;
+            extras = Some(ts);
+            // Absolute CLOCK_MONOTONIC, the platform clock: `now()` and the deadline agree.
+            opcode::Timeout::new(ptr).flags(TimeoutFlags::ABS).build()
+        }
+        RawOp::Accept { fd, multishot } => {
+            kind = OpKind::Accept { multishot };
+            if multishot && native_multishot {
+                opcode::AcceptMulti::new(Fd(fd))
+                    .flags(libc::SOCK_CLOEXEC)
+                    .build()
+            } else {
+                opcode::Accept::new(Fd(fd), std::ptr::null_mut(), std::ptr::null_mut())
+                    .flags(libc::SOCK_CLOEXEC)
+                    .build()
+            }
+        }
+        RawOp::Connect { fd, addr } => {
+            let sa = Box::new(SockAddr::new(&addr));
+            let (ptr, len) = sa.as_ptr();
+            extras = Some(sa);
+            opcode::Connect::new(Fd(fd), ptr, len).build()
+        }
+        RawOp::Recv { fd, ptr, len } => opcode::Recv::new(Fd(fd), ptr, len32(len)).build(),
+        RawOp::Send { fd, ptr, len } => opcode::Send::new(Fd(fd), ptr, len32(len))
+            .flags(libc::MSG_NOSIGNAL)
+            .build(),
+        RawOp::Writev { fd, iov, count } => {
+            // `IoSlice` is `#[repr(C)] { base: *const u8, len: usize }`, the layout of `iovec`.
+            let iov = iov.cast::<libc::iovec>();
+            // SAFETY: `msghdr` is plain old data (integers and raw pointers); all-zero is a
+            // valid value (no name, no control data).
+            let mut msg: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
+            msg.msg_iov = iov.cast_mut();
+            msg.msg_iovlen = count as _;
+            let msg_ptr: *const libc::msghdr = &*msg;
+            extras = Some(msg);
+            kind = OpKind::WritevMsg;
+            // Sockets get SENDMSG (MSG_NOSIGNAL: no SIGPIPE); files answer ENOTSOCK and get
+            // this WRITEV at the current file position (offset -1), like writev(2).
+            let writev = opcode::Writev::new(Fd(fd), iov, len32(count))
+                .offset(u64::MAX)
+                .build();
+            // SAFETY: the slices and their array are the caller's, valid until the op is
+            // finished (this function's contract); the WRITEV is only pushed before that.
+            fallback = Some(unsafe { Sqe::new(writev) });
+            opcode::SendMsg::new(Fd(fd), msg_ptr)
+                .flags(libc::MSG_NOSIGNAL as u32)
+                .build()
+        }
+        RawOp::ReadAt {
+            fd,
+            ptr,
+            len,
+            offset,
+        } => opcode::Read::new(Fd(fd), ptr, len32(len))
+            .offset(offset)
+            .build(),
+        RawOp::WriteAt {
+            fd,
+            ptr,
+            len,
+            offset,
+        } => opcode::Write::new(Fd(fd), ptr, len32(len))
+            .offset(offset)
+            .build(),
+        RawOp::Fsync { fd, datasync } => {
+            let flags = if datasync {
+                FsyncFlags::DATASYNC
+            } else {
+                FsyncFlags::empty()
+            };
+            opcode::Fsync::new(Fd(fd)).flags(flags).build()
+        }
+        RawOp::Shutdown { fd, how } => {
+            let how = match how {
+                Shutdown::Read => libc::SHUT_RD,
+                Shutdown::Write => libc::SHUT_WR,
+                Shutdown::Both => libc::SHUT_RDWR,
+            };
+            opcode::Shutdown::new(Fd(fd), how).build()
+        }
+        RawOp::Close { fd } => opcode::Close::new(Fd(fd)).build(),
+        _ => return Err(IoError::new(ErrorKind::Unsupported)),
+    };
+    Ok(Prepared {
+        kind,
+        // SAFETY: the caller's pointers are valid until the op is finished (this function's
+        // contract); the driver's own (`extras`) live in the op's slot until its final CQE.
+        sqe: unsafe { Sqe::new(entry) },
+        fallback,
+        extras,
+    })
+}
+
+impl IoDriver for UringDriver {
+    /// Queues the SQE; it reaches the kernel at the next park or flush (or now, if the SQ is
+    /// full).
+    unsafe fn submit(&self, op: RawOp) -> Result<OpId, IoError> {
+        // SAFETY: forwarded with the caller's guarantee on the pointers in `op`.
+        let prepared = unsafe { prepare(op, self.features().native_multishot_accept) }?;
+        self.start(prepared)
+    }
+
+    fn poll_op(&self, id: OpId, cx: &mut Context<'_>) -> Poll<Completion> {
+        self.poll_op_impl(id, cx)
+    }
+
+    fn cancel(&self, id: OpId, keepalive: Box<dyn Any>) {
+        self.cancel_impl(id, keepalive)
+    }
+
+    fn in_flight(&self) -> usize {
+        self.in_flight_impl()
+    }
+}

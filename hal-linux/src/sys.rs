@@ -1,0 +1,346 @@
+//! The system-call boundary. Every libc call and every io_uring call whose safety the type
+//! system cannot check lives here, behind small safe functions:
+//!
+//! * [`monotonic_nanos`], [`eventfd`], [`close_orphan`]: libc.
+//! * [`Sqe`]: a submission entry together with the promise that the memory it points into
+//!   outlives its operation. Building one from raw pointers is `unsafe` (done in `raw`);
+//!   pointer-free ones are built safely here. Pushing an `Sqe` is then safe.
+//! * [`Ring`]: setup with the flag fallback ladder, SQ push, the three kinds of enter, CQ drain.
+//! * [`ReadBuf`]: the 8-byte buffer the eventfd read writes into, which is leaked rather than
+//!   freed if the platform goes away while the read is still in the kernel.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+
+use io_uring::types::{Fd, SubmitArgs, Timespec};
+use io_uring::{cqueue, opcode, squeue, EnterFlags, IoUring, Probe};
+
+use crate::config::{Features, SetupFlags, UringConfig};
+
+const NANOS_PER_SEC: u64 = 1_000_000_000;
+
+/// `CLOCK_MONOTONIC` in nanoseconds: the platform clock, and the clock io_uring's absolute
+/// timeouts (`IORING_TIMEOUT_ABS`, `IORING_ENTER_ABS_TIMER`) use by default.
+pub(crate) fn monotonic_nanos() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable `timespec`; the call writes only into it.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    // CLOCK_MONOTONIC cannot fail on Linux with a valid pointer.
+    debug_assert_eq!(rc, 0);
+    (ts.tv_sec as u64) * NANOS_PER_SEC + ts.tv_nsec as u64
+}
+
+/// A fresh non-blocking, close-on-exec eventfd.
+pub(crate) fn eventfd() -> io::Result<File> {
+    // SAFETY: no pointer arguments; the flags are valid.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just returned by eventfd(2): open, and owned by nobody else.
+    Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
+/// Close a descriptor the kernel created for an operation nobody is waiting for any more (an
+/// accept that completed after its `Op` was cancelled), so it does not leak.
+pub(crate) fn close_orphan(fd: RawFd) {
+    if fd >= 0 {
+        // SAFETY: the kernel just returned `fd` as the result of an accept whose completion is
+        // being discarded; no other code has seen it, so we are its only owner.
+        drop(unsafe { OwnedFd::from_raw_fd(fd) });
+    }
+}
+
+/// A submission entry (without its `user_data`) and the promise that every pointer in it stays
+/// valid, for the kernel's reads and writes, until the operation it is pushed for is finished:
+/// its CQE without `IORING_CQE_F_MORE` has been reaped. The driver keeps the memory alive by
+/// owning it in the operation's slot (or through the caller's guarantee on
+/// `IoDriver::submit`), and only pushes an `Sqe` for an operation that is not finished.
+#[derive(Clone, Debug)]
+pub(crate) struct Sqe(squeue::Entry);
+
+impl Sqe {
+    /// Wrap an entry built from raw pointers.
+    ///
+    /// # Safety
+    /// Every pointer in `entry` must stay valid for the accesses its opcode makes, and not be
+    /// accessed by anyone else while the kernel may write through it, until the final CQE of
+    /// each operation this `Sqe` is pushed for has been reaped.
+    pub(crate) unsafe fn new(entry: squeue::Entry) -> Self {
+        Sqe(entry)
+    }
+
+    /// `IORING_OP_ASYNC_CANCEL` for the operation with `target` user data (no pointers).
+    pub(crate) fn cancel(target: u64) -> Self {
+        Sqe(opcode::AsyncCancel::new(target).build())
+    }
+}
+
+/// How long an enter may wait for completions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Wait {
+    /// Submit, run completion work, return at once.
+    Poll,
+    /// Until at least one completion.
+    Forever,
+    /// Until one completion or the deadline: `abs_nanos` on `CLOCK_MONOTONIC`, `rel_nanos`
+    /// from now (used when the kernel lacks `IORING_ENTER_ABS_TIMER`).
+    Until { abs_nanos: u64, rel_nanos: u64 },
+}
+
+/// One core's io_uring.
+pub(crate) struct Ring {
+    ring: IoUring,
+    features: Features,
+}
+
+impl std::fmt::Debug for Ring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ring")
+            .field("features", &self.features)
+            .finish_non_exhaustive()
+    }
+}
+
+fn timespec(nanos: u64) -> Timespec {
+    Timespec::new()
+        .sec(nanos / NANOS_PER_SEC)
+        .nsec((nanos % NANOS_PER_SEC) as u32)
+}
+
+/// The setup combinations to try, best first. DEFER_TASKRUN needs SINGLE_ISSUER; neither
+/// DEFER_TASKRUN nor COOP_TASKRUN is accepted with SQPOLL. Kernels refuse an unknown or
+/// invalid combination with EINVAL, and we step down the ladder.
+fn ladder(config: &UringConfig) -> Vec<SetupFlags> {
+    let f = |single_issuer, defer_taskrun, coop_taskrun, submit_all| SetupFlags {
+        single_issuer,
+        defer_taskrun,
+        coop_taskrun,
+        submit_all,
+        sqpoll: config.sqpoll_idle_ms.is_some(),
+    };
+    let mut out = Vec::new();
+    if config.sqpoll_idle_ms.is_some() {
+        out.extend([f(true, false, false, true), f(false, false, false, true)]);
+    } else {
+        if config.defer_taskrun {
+            out.extend([
+                f(true, true, true, true),
+                f(true, true, false, true),
+                f(true, true, false, false),
+            ]);
+        }
+        out.extend([
+            f(true, false, true, true),
+            f(false, false, true, true),
+            f(false, false, true, false),
+        ]);
+    }
+    out.push(f(false, false, false, false));
+    out
+}
+
+impl Ring {
+    /// Build a ring, stepping down the setup-flag ladder on EINVAL, and probe what it supports.
+    pub(crate) fn setup(config: &UringConfig) -> io::Result<Ring> {
+        if config.entries == 0 {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        let mut refused = Vec::new();
+        let mut built = None;
+        let mut last_err = io::Error::from_raw_os_error(libc::EINVAL);
+        for flags in ladder(config) {
+            let mut b = IoUring::builder();
+            if flags.single_issuer {
+                b.setup_single_issuer();
+            }
+            if flags.defer_taskrun {
+                b.setup_defer_taskrun();
+            }
+            if flags.coop_taskrun {
+                b.setup_coop_taskrun();
+            }
+            if flags.submit_all {
+                b.setup_submit_all();
+            }
+            if let Some(idle) = config.sqpoll_idle_ms {
+                b.setup_sqpoll(idle);
+            }
+            match b.build(config.entries) {
+                Ok(ring) => {
+                    built = Some((ring, flags));
+                    break;
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    refused.push(flags);
+                    last_err = e;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let Some((ring, setup)) = built else {
+            return Err(last_err);
+        };
+        let params = ring.params();
+        if !params.is_feature_ext_arg() {
+            // Park needs a wait with a timeout in one enter (5.11+).
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "io_uring without IORING_FEAT_EXT_ARG (Linux < 5.11)",
+            ));
+        }
+        let mut probe = Probe::new();
+        let probed = ring.submitter().register_probe(&mut probe).is_ok();
+        // Multishot accept arrived in 5.19 together with IORING_OP_SOCKET; there is no direct
+        // probe for the ACCEPT_MULTISHOT flag, and EINVAL from a multishot accept is
+        // indistinguishable from "not a listening socket".
+        let multishot = probed && probe.is_supported(opcode::Socket::CODE);
+        let msg_ring = probed && probe.is_supported(opcode::MsgRingData::CODE);
+        // IORING_ENTER_ABS_TIMER (6.12+): an unknown enter flag is refused with EINVAL before
+        // anything else happens; without GETEVENTS the timespec is not even read.
+        let abs_timer = !setup.sqpoll && {
+            let ts = Timespec::new();
+            let args = SubmitArgs::new().timespec(&ts);
+            ring.submitter()
+                .submit_with_args_and_flags(0, &args, EnterFlags::ABS_TIMER)
+                .is_ok()
+        };
+        let features = Features {
+            setup,
+            refused,
+            ext_arg: true,
+            abs_timer,
+            nodrop: params.is_feature_nodrop(),
+            fast_poll: params.is_feature_fast_poll(),
+            native_multishot_accept: multishot && config.native_multishot_accept,
+            msg_ring,
+            sq_entries: params.sq_entries(),
+            cq_entries: params.cq_entries(),
+        };
+        Ok(Ring { ring, features })
+    }
+
+    pub(crate) fn features(&self) -> &Features {
+        &self.features
+    }
+
+    /// Queue `sqe` with `user_data` in the SQ (no syscall). `false` if the SQ is full.
+    pub(crate) fn push(&mut self, sqe: &Sqe, user_data: u64) -> bool {
+        let entry = sqe.0.clone().user_data(user_data);
+        // SAFETY: `Sqe`'s invariant: every pointer in the entry stays valid until the final
+        // CQE of the operation it is pushed for, which the driver reaps before freeing them.
+        unsafe { self.ring.submission().push(&entry) }.is_ok()
+    }
+
+    /// SQEs queued and not yet handed to the kernel.
+    pub(crate) fn sq_len(&mut self) -> usize {
+        self.ring.submission().len()
+    }
+
+    /// Hand queued SQEs to the kernel without waiting (one `io_uring_enter`). With SQPOLL the
+    /// kernel thread consumes them asynchronously: if the SQ is still full, wait for room.
+    pub(crate) fn submit(&mut self) -> io::Result<usize> {
+        let n = self.ring.submitter().submit()?;
+        if self.features.setup.sqpoll && self.ring.submission().is_full() {
+            self.ring.submitter().squeue_wait()?;
+        }
+        Ok(n)
+    }
+
+    /// Submit queued SQEs and wait as `wait` says, in one `io_uring_enter` that always carries
+    /// `GETEVENTS` (with `DEFER_TASKRUN`, completion work runs only in such an enter).
+    pub(crate) fn enter(&mut self, wait: Wait) -> io::Result<usize> {
+        let to_submit = self.sq_len() as u32;
+        let submitter = self.ring.submitter();
+        match wait {
+            Wait::Poll if self.features.setup.sqpoll => submitter.submit(),
+            Wait::Poll => {
+                // The crate's `submit` only adds GETEVENTS when the kernel flags pending task
+                // work, which DEFER_TASKRUN rings do not (no TASKRUN_FLAG); ask explicitly.
+                // SAFETY: no argument pointer (`None`, size ignored without EXT_ARG); the
+                // flags and counts are valid for any ring.
+                unsafe {
+                    submitter.enter::<libc::sigset_t>(
+                        to_submit,
+                        0,
+                        EnterFlags::GETEVENTS.bits(),
+                        None,
+                    )
+                }
+            }
+            Wait::Forever => submitter.submit_and_wait(1),
+            Wait::Until {
+                abs_nanos,
+                rel_nanos,
+            } => {
+                let (ts, flags) = if self.features.abs_timer {
+                    (timespec(abs_nanos), EnterFlags::ABS_TIMER)
+                } else {
+                    (timespec(rel_nanos), EnterFlags::empty())
+                };
+                let args = SubmitArgs::new().timespec(&ts);
+                submitter.submit_with_args_and_flags(1, &args, flags)
+            }
+        }
+    }
+
+    /// Move every visible CQE into `out` (no syscall).
+    pub(crate) fn drain(&mut self, out: &mut Vec<cqueue::Entry>) {
+        loop {
+            let before = out.len();
+            out.extend(self.ring.completion());
+            if out.len() == before {
+                return;
+            }
+        }
+    }
+}
+
+/// The 8-byte buffer an `IORING_OP_READ` of the eventfd writes into. Heap memory owned through
+/// a raw pointer: freed on drop if no read is in flight, leaked otherwise.
+#[derive(Debug)]
+pub(crate) struct ReadBuf {
+    ptr: *mut u64,
+    in_flight: bool,
+}
+
+impl ReadBuf {
+    pub(crate) fn new() -> Self {
+        ReadBuf {
+            ptr: Box::into_raw(Box::new(0u64)),
+            in_flight: false,
+        }
+    }
+
+    /// A read of `fd` into this buffer; marks it in flight until [`ReadBuf::completed`].
+    pub(crate) fn arm(&mut self, fd: RawFd) -> Sqe {
+        self.in_flight = true;
+        let entry = opcode::Read::new(Fd(fd), self.ptr.cast::<u8>(), 8).build();
+        // SAFETY: `ptr` is a live 8-byte heap allocation that nothing else reads or writes;
+        // `Drop` frees it only when no read is in flight and leaks it otherwise.
+        unsafe { Sqe::new(entry) }
+    }
+
+    /// The read's CQE was reaped: the kernel no longer writes into the buffer.
+    pub(crate) fn completed(&mut self) {
+        self.in_flight = false;
+    }
+
+    pub(crate) fn armed(&self) -> bool {
+        self.in_flight
+    }
+}
+
+impl Drop for ReadBuf {
+    fn drop(&mut self) {
+        if !self.in_flight {
+            // SAFETY: `ptr` came from `Box::into_raw` and no read into it is in flight.
+            drop(unsafe { Box::from_raw(self.ptr) });
+        }
+        // Otherwise leak 8 bytes: the kernel may still write into them.
+    }
+}

@@ -1,0 +1,903 @@
+//! The readiness-based [`IoDriver`]: completion semantics built on epoll (through mio).
+//!
+//! # How an operation moves
+//!
+//! ```text
+//!  submit ──┬─ Nop, ReadAt, WriteAt, Fsync, Shutdown, Close ──> deferred queue ──┐
+//!           │                                                  (run at next park)│
+//!           ├─ Timeout ──> timer set (park sleeps no longer than the earliest) ──┤
+//!           │                                                                    │
+//!           └─ Recv, Accept (read side) / Send, Writev, Connect (write side):    │
+//!                fd's queue for that side empty? try the syscall now            │
+//!                  done ──────────────────────────────────────────────────────> completion
+//!                  EAGAIN / EINPROGRESS ──> fd's read or write queue (FIFO)      │    stored
+//!                                           register fd with epoll (once)        │      │
+//!                                           on an edge: retry front to back ─────┘      │
+//!                                           until EAGAIN                                │
+//!  poll_op: hands out the stored completion (never inline from submit), or stores    <──┘
+//!           the waker; park wakes wakers of new completions after processing events.
+//! ```
+//!
+//! Every system call happens inside a driver method (`submit`, `park`, `cancel`); none is in
+//! progress between calls. So a cancelled operation is simply removed: if its system call has
+//! not run, the kernel never saw its pointers; if it has, it is over. The keep-alive is
+//! dropped inside `cancel` (and nothing waits for a later completion, unlike io_uring).
+//!
+//! # File descriptors
+//!
+//! Fds belong to the caller. The first socket operation on an fd makes it non-blocking
+//! (`O_NONBLOCK` is set if missing: the driver must never block the core in `recv`/`send`/
+//! `accept`/`connect`), which the caller will observe on the fd afterwards. An fd is registered
+//! with epoll (edge-triggered, readable and writable, token = fd) the first time an operation
+//! on it would block, and stays registered until a `Close` operation or
+//! [`MioDriver::release_fd`]. **An fd the driver has seen must be closed through `Close` (or
+//! released with `release_fd` before closing it elsewhere)**: otherwise the driver's table
+//! outlives the fd and a new fd with the same number would be believed registered.
+//! Fds epoll refuses (regular files) are treated as always ready: their operations run at the
+//! next park, blocking the core for as long as the file system takes, like positioned file I/O.
+//!
+//! # Semantics worth knowing
+//!
+//! * Operations on one fd in one direction complete in submission order (per-fd FIFO queues);
+//!   a later `recv` never gets bytes ahead of an earlier one. A multishot accept at the head
+//!   of a listener's queue keeps it: single accepts queued behind it wait until it ends.
+//! * Deferred operations (`Shutdown`, `Close`, file I/O) are not ordered against readiness
+//!   operations still waiting on the same fd: await a send before shutting the socket down.
+//! * `Close` deregisters the fd, fails the operations still waiting on it with
+//!   [`ErrorKind::Canceled`] (`ECANCELED`), then closes it.
+//! * Cancelling drops the keep-alive before `cancel` returns. A `Close` not yet run still
+//!   closes; fds accepted for a cancelled accept and not yet handed out are closed.
+//! * A multishot accept keeps accepting while its completions are not consumed (no
+//!   backpressure beyond memory), as io_uring's does with a large completion queue.
+//! * Stream operations on a non-socket fd (a pipe) fall back from `recv`/`send`/`sendmsg` to
+//!   `read`/`write`/`writev` after the first ENOTSOCK.
+
+use std::any::Any;
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::fmt;
+use std::marker::PhantomData;
+use std::net::SocketAddr;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Token};
+use seastar_hal::io::{Completion, Fd, IoDriver, OpId, RawOp, Shutdown};
+use seastar_hal::{ErrorKind, Instant, IoError};
+
+use crate::error::io_error;
+use crate::sys::{self, BufOp, Errno, Via};
+use crate::unpark::Shared;
+
+/// The token of the cross-thread waker; fds use their own number (always `< i32::MAX`).
+pub(crate) const WAKER_TOKEN: Token = Token(usize::MAX);
+
+/// How many readiness events one `epoll_wait` returns at most. More stay queued in the kernel
+/// for the next park.
+const EVENTS_CAPACITY: usize = 256;
+
+/// Counters of what a driver did, for tests and metrics. A snapshot; see
+/// [`MioDriver::stats`] and [`crate::MioPlatform::stats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MioStats {
+    /// Calls to `Platform::park`.
+    pub parks: u64,
+    /// Calls to `epoll_wait` (one per park).
+    pub polls: u64,
+    /// Every other system call the driver made: the I/O calls themselves (`recv`, `send`,
+    /// `sendmsg`/`writev`, `accept4`, `connect`, `getsockopt`, `pread`/`pwrite`, `fsync`,
+    /// `shutdown`, `close`) and their bookkeeping (`fcntl`, `epoll_ctl`).
+    pub io_syscalls: u64,
+    /// Times an attempt found the fd not ready (EAGAIN/EINPROGRESS) and the operation had to
+    /// wait for readiness.
+    pub would_block: u64,
+    /// Operations submitted.
+    pub submitted: u64,
+    /// Completions produced (each shot of a multishot operation counts).
+    pub completed: u64,
+    /// Operations cancelled before their final completion was handed out.
+    pub cancelled: u64,
+    /// Eventfd writes made by unparkers because the core was parked (filled in by
+    /// [`crate::MioPlatform::stats`]; zero from [`MioDriver::stats`]).
+    pub unpark_wakes: u64,
+}
+
+impl MioStats {
+    /// System calls made by the core itself: `polls + io_syscalls`.
+    pub fn syscalls(&self) -> u64 {
+        self.polls + self.io_syscalls
+    }
+}
+
+/// The per-core readiness driver. Owned by [`crate::MioPlatform`]; reach it with
+/// `Platform::io`. Not `Send`: it belongs to the thread of its core.
+pub struct MioDriver {
+    st: RefCell<State>,
+    /// One core, one thread: the wakers and raw pointers it holds are that thread's business.
+    _not_send: PhantomData<*const ()>,
+}
+
+impl fmt::Debug for MioDriver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("MioDriver");
+        match self.st.try_borrow() {
+            Ok(st) => d
+                .field("in_flight", &st.live)
+                .field("fds", &st.fds.len())
+                .field("timers", &st.timers.len())
+                .field("stats", &st.stats),
+            Err(_) => d.field("state", &"<borrowed>"),
+        };
+        d.finish()
+    }
+}
+
+/// Which readiness an operation waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Side {
+    Read,
+    Write,
+}
+
+/// What an operation does.
+#[derive(Debug)]
+enum Kind {
+    Nop,
+    Timeout(Instant),
+    Accept { fd: Fd, multishot: bool },
+    Connect { fd: Fd, addr: SocketAddr },
+    Buf(BufOp),
+    Fsync { fd: Fd, datasync: bool },
+    Shutdown { fd: Fd, how: Shutdown },
+    Close { fd: Fd },
+}
+
+/// Where an operation currently is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wait {
+    /// In the deferred queue: runs at the next park.
+    Deferred,
+    /// In the timer set.
+    Timer(Instant),
+    /// In `fd`'s queue for `Side`.
+    Fd(Fd, Side),
+    /// Its final completion is stored (or being stored): nothing more will happen.
+    Done,
+}
+
+#[derive(Debug)]
+struct OpState {
+    kind: Kind,
+    wait: Wait,
+    /// A `Connect` whose `connect()` returned EINPROGRESS: the next writable edge ends it.
+    connecting: bool,
+    /// Completions not yet handed out, oldest first. At most one for single-shot ops.
+    completions: VecDeque<Completion>,
+    waker: Option<Waker>,
+}
+
+#[derive(Debug)]
+struct Slot {
+    /// Bumped each time the slot is freed, so a stale `OpId` never matches a new op.
+    generation: u32,
+    op: Option<OpState>,
+}
+
+/// What the driver knows about one fd.
+#[derive(Debug, Default)]
+struct FdState {
+    /// `O_NONBLOCK` is known to be set.
+    nonblocking: bool,
+    /// Registered with epoll.
+    registered: bool,
+    /// epoll refused the fd (EPERM: a regular file): it is always ready.
+    always_ready: bool,
+    /// The socket calls said ENOTSOCK (a pipe): use `read`/`write`/`writev`.
+    not_socket: bool,
+    /// Operations waiting for readability / writability, in submission order.
+    read_q: VecDeque<OpId>,
+    write_q: VecDeque<OpId>,
+}
+
+impl FdState {
+    fn queue(&mut self, side: Side) -> &mut VecDeque<OpId> {
+        match side {
+            Side::Read => &mut self.read_q,
+            Side::Write => &mut self.write_q,
+        }
+    }
+}
+
+/// The outcome of one attempt at an operation's system call.
+enum Step {
+    /// The final completion is stored.
+    Finished,
+    /// A multishot shot is stored; try again.
+    Again,
+    /// Not ready (EAGAIN / connection in progress): keep waiting.
+    Blocked,
+}
+
+struct State {
+    poll: mio::Poll,
+    events: Events,
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    /// Live operations (`in_flight`).
+    live: usize,
+    fds: HashMap<Fd, FdState>,
+    /// (deadline, raw op id), earliest first.
+    timers: BTreeSet<(Instant, u64)>,
+    /// Operations to run at the next park. Cancelled entries are skipped lazily (ids carry a
+    /// generation, so a reused slot does not match).
+    deferred: VecDeque<OpId>,
+    /// Wakers of new completions, woken after the state borrow is released.
+    wake: Vec<Waker>,
+    /// Scratch for (fd, readable, writable) of the current event batch.
+    ready: Vec<(Fd, bool, bool)>,
+    stats: MioStats,
+}
+
+impl MioDriver {
+    pub(crate) fn new() -> std::io::Result<Self> {
+        Ok(MioDriver {
+            st: RefCell::new(State {
+                poll: mio::Poll::new()?,
+                events: Events::with_capacity(EVENTS_CAPACITY),
+                slots: Vec::new(),
+                free: Vec::new(),
+                live: 0,
+                fds: HashMap::new(),
+                timers: BTreeSet::new(),
+                deferred: VecDeque::new(),
+                wake: Vec::new(),
+                ready: Vec::new(),
+                stats: MioStats::default(),
+            }),
+            _not_send: PhantomData,
+        })
+    }
+
+    /// A waker that interrupts this driver's `epoll_wait` from another thread.
+    pub(crate) fn new_waker(&self) -> std::io::Result<mio::Waker> {
+        mio::Waker::new(self.st.borrow().poll.registry(), WAKER_TOKEN)
+    }
+
+    /// What the driver has done so far.
+    pub fn stats(&self) -> MioStats {
+        self.st.borrow().stats
+    }
+
+    /// Forget `fd`: deregister it from epoll and fail the operations still waiting on it with
+    /// [`ErrorKind::Canceled`]. Call this before closing an fd the driver has seen by any
+    /// other means than a `Close` operation (see the module docs). Does not close `fd`.
+    pub fn release_fd(&self, fd: Fd) {
+        self.with_state(|st| st.forget_fd(fd));
+    }
+
+    /// Run `f` on the state, then wake the wakers it collected, outside the borrow (a waker
+    /// may call back into the driver).
+    fn with_state<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+        let (r, mut wakers) = {
+            let mut st = self.st.borrow_mut();
+            let r = f(&mut st);
+            (r, std::mem::take(&mut st.wake))
+        };
+        for w in wakers.drain(..) {
+            w.wake();
+        }
+        // Give the (now empty) allocation back for the next round.
+        let mut st = self.st.borrow_mut();
+        if st.wake.is_empty() {
+            st.wake = wakers;
+        }
+        r
+    }
+
+    /// The body of `Platform::park`: run deferred work, wait for readiness no longer than
+    /// `deadline` and the earliest timer, perform what became possible, fire due timers,
+    /// wake wakers.
+    pub(crate) fn park(&self, deadline: Option<Instant>, unpark: &Shared) {
+        self.with_state(|st| {
+            st.stats.parks += 1;
+            let completed_before = st.stats.completed;
+            st.run_deferred();
+            let now = Instant::from_nanos(sys::monotonic_nanos());
+            let mut timeout = if st.stats.completed != completed_before || unpark.is_notified() {
+                // Work was done (or an unpark is pending): collect readiness, do not sleep.
+                Some(Duration::ZERO)
+            } else {
+                let timer = st.timers.first().map(|&(t, _)| t);
+                let wake_at = match (deadline, timer) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                wake_at.map(|t| t.saturating_duration_since(now))
+            };
+            let blocking = timeout != Some(Duration::ZERO);
+            if blocking && !unpark.begin_park() {
+                timeout = Some(Duration::ZERO);
+            }
+            let State { poll, events, .. } = st;
+            let res = poll.poll(events, timeout);
+            if blocking {
+                unpark.end_park();
+            } else {
+                unpark.consume();
+            }
+            st.stats.polls += 1;
+            match res {
+                Ok(()) => {}
+                // A signal: a spurious return, which the contract allows.
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                // epoll_wait fails otherwise only on a broken epoll fd or bad arguments, both
+                // bugs of this crate; `park` has no way to report an error.
+                Err(e) => panic!("epoll_wait failed: {e}"),
+            }
+            st.dispatch_events();
+            st.fire_timers(Instant::from_nanos(sys::monotonic_nanos()));
+        });
+    }
+}
+
+impl State {
+    // ---- slots ----------------------------------------------------------------------------
+
+    fn alloc(&mut self, kind: Kind, wait: Wait) -> OpId {
+        let op = OpState {
+            kind,
+            wait,
+            connecting: false,
+            completions: VecDeque::new(),
+            waker: None,
+        };
+        let index = match self.free.pop() {
+            Some(i) => {
+                self.slots[i as usize].op = Some(op);
+                i
+            }
+            None => {
+                self.slots.push(Slot {
+                    generation: 0,
+                    op: Some(op),
+                });
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.live += 1;
+        OpId((u64::from(self.slots[index as usize].generation) << 32) | u64::from(index))
+    }
+
+    fn op_mut(&mut self, id: OpId) -> Option<&mut OpState> {
+        slot_op(&mut self.slots, id)
+    }
+
+    /// Release the id and return the operation (dropping its `BufOp` is up to the caller).
+    fn take(&mut self, id: OpId) -> Option<OpState> {
+        let (index, generation) = split(id);
+        let slot = self.slots.get_mut(index)?;
+        if slot.generation != generation {
+            return None;
+        }
+        let op = slot.op.take()?;
+        slot.generation = slot.generation.wrapping_add(1);
+        self.free.push(index as u32);
+        self.live -= 1;
+        Some(op)
+    }
+
+    /// Store a completion for `id` and schedule its waker.
+    fn complete(&mut self, id: OpId, completion: Completion) {
+        let Some(op) = self.op_mut(id) else { return };
+        if !completion.more {
+            op.wait = Wait::Done;
+        }
+        op.completions.push_back(completion);
+        let waker = op.waker.take();
+        self.stats.completed += 1;
+        if let Some(w) = waker {
+            self.wake.push(w);
+        }
+    }
+
+    fn finish(&mut self, id: OpId, result: Result<u32, IoError>) {
+        self.complete(id, Completion::done(result));
+    }
+
+    fn fail(&mut self, id: OpId, errno: Errno) {
+        self.finish(id, Err(io_error(errno)));
+    }
+
+    // ---- submission -----------------------------------------------------------------------
+
+    fn submit(&mut self, kind: Kind) -> OpId {
+        self.stats.submitted += 1;
+        match kind {
+            Kind::Timeout(deadline) => {
+                let id = self.alloc(kind, Wait::Timer(deadline));
+                self.timers.insert((deadline, id.0));
+                id
+            }
+            Kind::Connect { fd, addr } => {
+                let id = self.alloc(kind, Wait::Done);
+                self.start_connect(id, fd, &addr);
+                id
+            }
+            Kind::Accept { fd, .. } => {
+                let id = self.alloc(kind, Wait::Done);
+                self.enqueue(id, fd, Side::Read);
+                id
+            }
+            Kind::Buf(ref b) if b.side_is_read().is_some() => {
+                let fd = b.fd();
+                let side = if b.side_is_read() == Some(true) {
+                    Side::Read
+                } else {
+                    Side::Write
+                };
+                let id = self.alloc(kind, Wait::Done);
+                self.enqueue(id, fd, side);
+                id
+            }
+            // Nop, positioned file I/O, fsync, shutdown, close: at the next park.
+            _ => {
+                let id = self.alloc(kind, Wait::Deferred);
+                self.deferred.push_back(id);
+                id
+            }
+        }
+    }
+
+    /// Make sure `fd` is non-blocking (once per fd).
+    fn prepare_fd(&mut self, fd: Fd) -> Result<(), Errno> {
+        if fd < 0 {
+            return Err(libc::EBADF);
+        }
+        if self.fds.get(&fd).is_some_and(|f| f.nonblocking) {
+            return Ok(());
+        }
+        match sys::set_nonblocking(fd) {
+            Ok(calls) => {
+                self.stats.io_syscalls += calls;
+                self.fds.entry(fd).or_default().nonblocking = true;
+                Ok(())
+            }
+            Err(e) => {
+                self.stats.io_syscalls += 1;
+                Err(e)
+            }
+        }
+    }
+
+    /// Register `fd` with epoll if it is not yet. EPERM (a regular file) marks it always
+    /// ready instead.
+    fn ensure_registered(&mut self, fd: Fd) -> Result<(), Errno> {
+        let Some(fs) = self.fds.get_mut(&fd) else {
+            return Err(libc::EBADF);
+        };
+        if fs.registered || fs.always_ready {
+            return Ok(());
+        }
+        self.stats.io_syscalls += 1;
+        let res = self.poll.registry().register(
+            &mut SourceFd(&fd),
+            Token(fd as usize),
+            Interest::READABLE | Interest::WRITABLE,
+        );
+        match res {
+            Ok(()) => {
+                fs.registered = true;
+                Ok(())
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                fs.always_ready = true;
+                Ok(())
+            }
+            Err(e) => Err(e.raw_os_error().unwrap_or(libc::EIO)),
+        }
+    }
+
+    /// Queue a readiness operation on `fd`, trying it at once if nothing is ahead of it.
+    fn enqueue(&mut self, id: OpId, fd: Fd, side: Side) {
+        if let Err(e) = self.prepare_fd(fd) {
+            return self.fail(id, e);
+        }
+        let queue_empty = self
+            .fds
+            .get_mut(&fd)
+            .is_none_or(|fs| fs.queue(side).is_empty());
+        if queue_empty {
+            loop {
+                match self.attempt(id, fd) {
+                    Step::Finished => return,
+                    Step::Again => continue,
+                    Step::Blocked => break,
+                }
+            }
+            self.stats.would_block += 1;
+        }
+        self.park_on_fd(id, fd, side);
+    }
+
+    /// Put `id` at the back of `fd`'s queue for `side` and make sure epoll will report it.
+    fn park_on_fd(&mut self, id: OpId, fd: Fd, side: Side) {
+        if let Err(e) = self.ensure_registered(fd) {
+            return self.fail(id, e);
+        }
+        let Some(fs) = self.fds.get_mut(&fd) else {
+            return self.fail(id, libc::EBADF);
+        };
+        if fs.always_ready {
+            // Not pollable: retry at the next park.
+            self.deferred.push_back(id);
+            if let Some(op) = self.op_mut(id) {
+                op.wait = Wait::Deferred;
+            }
+            return;
+        }
+        fs.queue(side).push_back(id);
+        if let Some(op) = self.op_mut(id) {
+            op.wait = Wait::Fd(fd, side);
+        }
+    }
+
+    fn start_connect(&mut self, id: OpId, fd: Fd, addr: &SocketAddr) {
+        if let Err(e) = self.prepare_fd(fd) {
+            return self.fail(id, e);
+        }
+        self.stats.io_syscalls += 1;
+        match sys::connect(fd, addr) {
+            Ok(()) => self.finish(id, Ok(0)),
+            // EINTR on a non-blocking connect: the attempt continues asynchronously.
+            Err(libc::EINPROGRESS) | Err(libc::EINTR) => {
+                self.stats.would_block += 1;
+                if let Some(op) = self.op_mut(id) {
+                    op.connecting = true;
+                }
+                self.park_on_fd(id, fd, Side::Write);
+            }
+            Err(e) => self.fail(id, e),
+        }
+    }
+
+    /// Make `id`'s system call once (retrying EINTR), storing a completion unless it would
+    /// block.
+    fn attempt(&mut self, id: OpId, fd: Fd) -> Step {
+        let not_socket = self.fds.get(&fd).is_some_and(|f| f.not_socket);
+        // Borrow only `slots` while the op's kind is in use, so the counters can be updated
+        // afterwards.
+        let Some(op) = slot_op(&mut self.slots, id) else {
+            return Step::Finished;
+        };
+        let mut calls = 0u64;
+        let mut switched_to_file_calls = false;
+        let mut shot = false;
+        let mut close = None;
+        let mut result: Result<u32, Errno> = match &op.kind {
+            Kind::Buf(b) => perform_buf(b, not_socket, &mut calls, &mut switched_to_file_calls),
+            Kind::Accept { fd, multishot } => {
+                let res = loop {
+                    calls += 1;
+                    match sys::accept(*fd) {
+                        // The peer gave up before we accepted: not our error, try the next.
+                        Err(libc::EINTR) | Err(libc::ECONNABORTED) => continue,
+                        other => break other,
+                    }
+                };
+                shot = *multishot && res.is_ok();
+                res.map(|new_fd| new_fd as u32)
+            }
+            Kind::Connect { fd, .. } if op.connecting => {
+                calls += 1;
+                match sys::take_socket_error(*fd) {
+                    Ok(0) => Ok(0),
+                    Ok(err) | Err(err) => Err(err),
+                }
+            }
+            // `start_connect` sets `connecting` before queueing; never reached otherwise.
+            Kind::Connect { .. } => Err(libc::EINVAL),
+            Kind::Nop => Ok(0),
+            Kind::Fsync { fd, datasync } => {
+                calls += 1;
+                sys::fsync(*fd, *datasync).map(|()| 0)
+            }
+            Kind::Shutdown { fd, how } => {
+                calls += 1;
+                sys::shutdown(*fd, *how).map(|()| 0)
+            }
+            Kind::Close { fd } => {
+                close = Some(*fd);
+                Ok(0)
+            }
+            Kind::Timeout(_) => return Step::Blocked,
+        };
+        self.stats.io_syscalls += calls;
+        if switched_to_file_calls {
+            if let Some(f) = self.fds.get_mut(&fd) {
+                f.not_socket = true;
+            }
+        }
+        if let Some(cfd) = close {
+            // Deregister first, and fail the ops still queued on the fd: they would never be
+            // woken again.
+            self.forget_fd(cfd);
+            self.stats.io_syscalls += 1;
+            result = sys::close(cfd).map(|()| 0);
+        }
+        match result {
+            Ok(n) if shot => {
+                let more = Completion {
+                    result: Ok(n),
+                    flags: 0,
+                    more: true,
+                };
+                self.complete(id, more);
+                Step::Again
+            }
+            Err(libc::EAGAIN) => Step::Blocked,
+            Ok(n) => {
+                self.finish(id, Ok(n));
+                Step::Finished
+            }
+            Err(e) => {
+                self.fail(id, e);
+                Step::Finished
+            }
+        }
+    }
+
+    // ---- readiness and deferred work ------------------------------------------------------
+
+    /// Retry `fd`'s queue for `side` from the front until one would block (edge-triggered:
+    /// the next edge only comes after we saw EAGAIN) or the queue is empty.
+    fn drive_queue(&mut self, fd: Fd, side: Side) {
+        loop {
+            let Some(&id) = self.fds.get_mut(&fd).and_then(|f| f.queue(side).front()) else {
+                return;
+            };
+            match self.attempt(id, fd) {
+                Step::Again => continue,
+                Step::Blocked => return,
+                Step::Finished => {
+                    // `attempt` may have closed and forgotten fd (never for these kinds, but
+                    // stay robust) — pop only if it is still the front.
+                    if let Some(f) = self.fds.get_mut(&fd) {
+                        let q = f.queue(side);
+                        if q.front() == Some(&id) {
+                            q.pop_front();
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn dispatch_events(&mut self) {
+        let mut ready = std::mem::take(&mut self.ready);
+        ready.clear();
+        for ev in self.events.iter() {
+            if ev.token() == WAKER_TOKEN {
+                continue;
+            }
+            let error = ev.is_error();
+            ready.push((
+                ev.token().0 as Fd,
+                error || ev.is_readable() || ev.is_read_closed(),
+                error || ev.is_writable() || ev.is_write_closed(),
+            ));
+        }
+        for &(fd, readable, writable) in &ready {
+            if readable {
+                self.drive_queue(fd, Side::Read);
+            }
+            if writable {
+                self.drive_queue(fd, Side::Write);
+            }
+        }
+        self.ready = ready;
+    }
+
+    /// Run what was deferred to this park (ops queued during it wait for the next one).
+    fn run_deferred(&mut self) {
+        for _ in 0..self.deferred.len() {
+            let Some(id) = self.deferred.pop_front() else {
+                break;
+            };
+            let Some(op) = self.op_mut(id) else {
+                continue; // cancelled
+            };
+            if op.wait != Wait::Deferred {
+                continue;
+            }
+            let fd = match &op.kind {
+                Kind::Buf(b) => b.fd(),
+                Kind::Accept { fd, .. } => *fd,
+                _ => -1,
+            };
+            op.wait = Wait::Done;
+            loop {
+                match self.attempt(id, fd) {
+                    Step::Again => continue,
+                    Step::Finished => break,
+                    Step::Blocked => {
+                        // An always-ready fd said EAGAIN after all: try again next park.
+                        if let Some(op) = self.op_mut(id) {
+                            op.wait = Wait::Deferred;
+                        }
+                        self.deferred.push_back(id);
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    fn fire_timers(&mut self, now: Instant) {
+        while let Some(&(deadline, raw)) = self.timers.first() {
+            if deadline > now {
+                break;
+            }
+            self.timers.pop_first();
+            self.finish(OpId(raw), Ok(0));
+        }
+    }
+
+    /// Deregister `fd` and fail its waiting operations with `Canceled`.
+    fn forget_fd(&mut self, fd: Fd) {
+        let Some(fs) = self.fds.remove(&fd) else {
+            return;
+        };
+        if fs.registered {
+            self.stats.io_syscalls += 1;
+            // Fails only if the fd is already closed (then epoll dropped it by itself).
+            let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+        }
+        for id in fs.read_q.into_iter().chain(fs.write_q) {
+            self.fail(id, libc::ECANCELED);
+        }
+    }
+
+    // ---- polling and cancellation ---------------------------------------------------------
+
+    fn poll_op(&mut self, id: OpId, cx: &mut Context<'_>) -> Poll<Completion> {
+        let Some(op) = self.op_mut(id) else {
+            return Poll::Ready(Completion::done(Err(IoError::new(ErrorKind::InvalidInput))));
+        };
+        match op.completions.pop_front() {
+            Some(c) if c.more => Poll::Ready(c),
+            Some(c) => {
+                // Final: release the id. Dropping the op drops its `BufOp` (raw pointers) now,
+                // before the caller gets its buffers back.
+                drop(self.take(id));
+                Poll::Ready(c)
+            }
+            None => {
+                match &mut op.waker {
+                    Some(w) if w.will_wake(cx.waker()) => {}
+                    slot => *slot = Some(cx.waker().clone()),
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    /// Remove `id` everywhere; returns the operation so the caller can drop it (and the
+    /// keep-alive) after releasing the state.
+    fn cancel(&mut self, id: OpId) -> Option<OpState> {
+        let op = self.take(id)?;
+        self.stats.cancelled += 1;
+        match op.wait {
+            Wait::Fd(fd, side) => {
+                if let Some(fs) = self.fds.get_mut(&fd) {
+                    fs.queue(side).retain(|&q| q != id);
+                }
+            }
+            Wait::Timer(deadline) => {
+                self.timers.remove(&(deadline, id.0));
+            }
+            // Skipped lazily by `run_deferred` (the id no longer resolves).
+            Wait::Deferred | Wait::Done => {}
+        }
+        // A close that has not run yet still runs: it holds no buffer, and leaving the fd
+        // open because its closer lost interest would leak it.
+        if let (Kind::Close { fd }, Wait::Deferred) = (&op.kind, op.wait) {
+            let fd = *fd;
+            self.forget_fd(fd);
+            self.stats.io_syscalls += 1;
+            let _ = sys::close(fd);
+        }
+        // Connections accepted for a consumer that is gone: nobody else can close them.
+        if let Kind::Accept { .. } = op.kind {
+            for c in &op.completions {
+                if let Ok(new_fd) = c.result {
+                    self.stats.io_syscalls += 1;
+                    let _ = sys::close(new_fd as Fd);
+                }
+            }
+        }
+        Some(op)
+    }
+}
+
+// `submit` is an unsafe trait method: implementing it needs the lint allowed. Its pointers are
+// handed to `sys::BufOp`, the only place that dereferences them.
+#[allow(unsafe_code)]
+impl IoDriver for MioDriver {
+    /// Never fails for the operations of this version of the HAL: errors (a bad fd, a refused
+    /// connection) are reported through the completion. Unknown future operations are refused
+    /// with `Unsupported`.
+    unsafe fn submit(&self, op: RawOp) -> Result<OpId, IoError> {
+        // SAFETY: the caller guarantees the pointers in `op` per `IoDriver::submit`; the
+        // `BufOp` lives in the op's slot and is dropped when the op is finished (final
+        // completion handed out by `poll_op`, or `cancel`), before its buffers are released.
+        let kind = match unsafe { BufOp::new(op) } {
+            Ok(b) => Kind::Buf(b),
+            Err(RawOp::Nop) => Kind::Nop,
+            Err(RawOp::Timeout { deadline }) => Kind::Timeout(deadline),
+            Err(RawOp::Accept { fd, multishot }) => Kind::Accept { fd, multishot },
+            Err(RawOp::Connect { fd, addr }) => Kind::Connect { fd, addr },
+            Err(RawOp::Fsync { fd, datasync }) => Kind::Fsync { fd, datasync },
+            Err(RawOp::Shutdown { fd, how }) => Kind::Shutdown { fd, how },
+            Err(RawOp::Close { fd }) => Kind::Close { fd },
+            Err(_) => return Err(IoError::new(ErrorKind::Unsupported)),
+        };
+        Ok(self.with_state(|st| st.submit(kind)))
+    }
+
+    fn poll_op(&self, id: OpId, cx: &mut Context<'_>) -> Poll<Completion> {
+        self.with_state(|st| st.poll_op(id, cx))
+    }
+
+    /// Readiness operations are never in progress between driver calls, so the operation is
+    /// removed at once and `keepalive` is dropped before this returns. Exceptions to "nothing
+    /// more happens": a `Close` not yet run still closes its fd, and fds accepted for a
+    /// cancelled accept but not yet handed out are closed.
+    fn cancel(&self, id: OpId, keepalive: Box<dyn Any>) {
+        let op = self.with_state(|st| st.cancel(id));
+        // The op (and its raw pointers) go first, then the memory they pointed into.
+        drop(op);
+        drop(keepalive);
+    }
+
+    fn in_flight(&self) -> usize {
+        self.st.borrow().live
+    }
+}
+
+/// An `OpId` is `generation << 32 | slot index`.
+fn split(id: OpId) -> (usize, u32) {
+    ((id.0 & 0xffff_ffff) as usize, (id.0 >> 32) as u32)
+}
+
+fn slot_op(slots: &mut [Slot], id: OpId) -> Option<&mut OpState> {
+    let (index, generation) = split(id);
+    let slot = slots.get_mut(index)?;
+    if slot.generation != generation {
+        return None;
+    }
+    slot.op.as_mut()
+}
+
+/// One buffer operation, retrying EINTR. A stream operation on something that is not a socket
+/// (ENOTSOCK: a pipe) is redone with `read`/`write`/`writev`, and the fd remembered as such.
+fn perform_buf(
+    b: &BufOp,
+    not_socket: bool,
+    calls: &mut u64,
+    switched_to_file_calls: &mut bool,
+) -> Result<u32, Errno> {
+    let mut via = if not_socket { Via::File } else { Via::Socket };
+    loop {
+        *calls += 1;
+        match b.perform(via) {
+            Err(libc::EINTR) => continue,
+            Err(libc::ENOTSOCK) if via == Via::Socket && b.side_is_read().is_some() => {
+                via = Via::File;
+                *switched_to_file_calls = true;
+            }
+            res => return res.map(|n| n.min(u32::MAX as usize) as u32),
+        }
+    }
+}

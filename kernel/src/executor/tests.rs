@@ -1,0 +1,453 @@
+use alloc::rc::Rc;
+use alloc::string::ToString;
+use alloc::sync::Arc;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::cell::{Cell, RefCell};
+use core::future::{poll_fn, Future};
+use core::pin::Pin;
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::task::{Context, Poll, Waker};
+use std::sync::Mutex;
+
+use seastar_hal::sim::SimPlatform;
+
+use super::{block_on, AlreadyRunning, Executor};
+use crate::task::{self, spawn, yield_now, Builder, JoinError};
+
+fn exec() -> Executor<SimPlatform> {
+    Executor::new(SimPlatform::new())
+}
+
+/// Sets a flag when dropped: shows when (and whether) a future was destroyed.
+struct DropFlag(Rc<Cell<bool>>);
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.set(true);
+    }
+}
+
+/// A future that stays pending forever (until dropped).
+async fn pending_forever() {
+    poll_fn(|_| Poll::<()>::Pending).await
+}
+
+#[test]
+fn block_on_returns_the_root_output() {
+    assert_eq!(block_on(SimPlatform::new(), async { 40 + 2 }), Ok(42));
+}
+
+#[test]
+fn spawned_task_output_reaches_join_handle() {
+    let out = exec().block_on(async {
+        let h = spawn(async { "done".to_string() });
+        h.await
+    });
+    assert_eq!(out, Ok(Ok("done".to_string())));
+}
+
+#[test]
+fn tasks_may_hold_non_send_state() {
+    let shared = Rc::new(RefCell::new(Vec::new()));
+    let mut ex = exec();
+    ex.block_on({
+        let shared = shared.clone();
+        async move {
+            let hs: Vec<_> = (0..3)
+                .map(|i| {
+                    let s = shared.clone();
+                    spawn(async move { s.borrow_mut().push(i) })
+                })
+                .collect();
+            for h in hs {
+                h.await.expect("task completes");
+            }
+        }
+    })
+    .expect("runs");
+    assert_eq!(*shared.borrow(), vec![0, 1, 2]);
+}
+
+#[test]
+fn dropping_the_join_handle_detaches_the_task() {
+    let ran = Rc::new(Cell::new(false));
+    let mut ex = exec();
+    ex.block_on({
+        let ran = ran.clone();
+        async move {
+            drop(spawn(async move {
+                yield_now().await;
+                ran.set(true);
+            }));
+            // Give the detached task a chance to run.
+            for _ in 0..3 {
+                yield_now().await;
+            }
+        }
+    })
+    .expect("runs");
+    assert!(ran.get(), "a detached task still runs to completion");
+    assert_eq!(ex.stats().live_tasks, 0);
+}
+
+#[test]
+fn cancel_drops_the_future_and_join_reports_cancelled() {
+    let dropped = Rc::new(Cell::new(false));
+    let mut ex = exec();
+    let result = ex
+        .block_on({
+            let dropped = dropped.clone();
+            async move {
+                let guard = DropFlag(dropped.clone());
+                let h = spawn(async move {
+                    let _g = guard;
+                    pending_forever().await
+                });
+                yield_now().await; // let it start and block
+                assert!(!dropped.get());
+                h.cancel();
+                assert!(dropped.get(), "cancel drops the future at once");
+                h.await
+            }
+        })
+        .expect("runs");
+    assert_eq!(result, Err(JoinError::Cancelled));
+}
+
+#[test]
+fn cancel_after_completion_keeps_the_output() {
+    let out = exec()
+        .block_on(async {
+            let h = spawn(async { 7 });
+            yield_now().await;
+            assert!(h.is_finished());
+            h.cancel();
+            h.await
+        })
+        .expect("runs");
+    assert_eq!(out, Ok(7));
+}
+
+#[test]
+fn a_task_cancelling_itself_is_dropped_after_its_poll() {
+    let slot: Rc<RefCell<Option<task::JoinHandle<()>>>> = Rc::new(RefCell::new(None));
+    let dropped = Rc::new(Cell::new(false));
+    let mut ex = exec();
+    let result = ex
+        .block_on({
+            let slot = slot.clone();
+            let dropped = dropped.clone();
+            async move {
+                let inner_slot = slot.clone();
+                let guard = DropFlag(dropped.clone());
+                let h = spawn(async move {
+                    let _g = guard;
+                    yield_now().await;
+                    if let Some(me) = inner_slot.borrow().as_ref() {
+                        me.cancel();
+                    }
+                    pending_forever().await
+                });
+                *slot.borrow_mut() = Some(h);
+                for _ in 0..4 {
+                    yield_now().await;
+                }
+                let h = slot.borrow_mut().take().expect("handle");
+                h.await
+            }
+        })
+        .expect("runs");
+    assert!(dropped.get());
+    assert_eq!(result, Err(JoinError::Cancelled));
+}
+
+#[test]
+fn a_panicking_task_reports_the_panic_and_the_core_lives_on() {
+    let out = exec()
+        .block_on(async {
+            let bad = spawn(async {
+                if core::hint::black_box(true) {
+                    panic!("boom");
+                }
+            });
+            let good = spawn(async { 5 });
+            (bad.await, good.await)
+        })
+        .expect("runs");
+    assert_eq!(out.0, Err(JoinError::Panicked("boom".to_string())));
+    assert_eq!(out.1, Ok(5));
+}
+
+#[test]
+fn a_task_that_always_wakes_itself_cannot_starve_others() {
+    let spins = Rc::new(Cell::new(0u64));
+    let mut ex = exec();
+    ex.block_on({
+        let spins = spins.clone();
+        async move {
+            let hog = spawn({
+                let spins = spins.clone();
+                async move {
+                    loop {
+                        spins.set(spins.get() + 1);
+                        yield_now().await;
+                    }
+                }
+            });
+            let worker = spawn(async {
+                for _ in 0..100 {
+                    yield_now().await;
+                }
+            });
+            worker.await.expect("worker completes");
+            hog.cancel();
+        }
+    })
+    .expect("runs");
+    // Round-robin: the hog got about one poll per worker poll, not unbounded time.
+    let s = spins.get();
+    assert!((90..=110).contains(&s), "hog ran {s} times during 100 worker polls");
+}
+
+#[test]
+fn yield_now_alternates_ready_tasks() {
+    let log = Rc::new(RefCell::new(Vec::new()));
+    let mut ex = exec();
+    ex.block_on({
+        let log = log.clone();
+        async move {
+            let a = spawn({
+                let log = log.clone();
+                async move {
+                    for i in 0..3 {
+                        log.borrow_mut().push(('a', i));
+                        yield_now().await;
+                    }
+                }
+            });
+            let b = spawn({
+                let log = log.clone();
+                async move {
+                    for i in 0..3 {
+                        log.borrow_mut().push(('b', i));
+                        yield_now().await;
+                    }
+                }
+            });
+            a.await.expect("a");
+            b.await.expect("b");
+        }
+    })
+    .expect("runs");
+    assert_eq!(
+        *log.borrow(),
+        vec![('a', 0), ('b', 0), ('a', 1), ('b', 1), ('a', 2), ('b', 2)]
+    );
+}
+
+#[test]
+fn nested_block_on_is_refused() {
+    let mut outer = exec();
+    let inner_result = outer
+        .block_on(async { exec().block_on(async { 1 }) })
+        .expect("outer runs");
+    assert_eq!(inner_result, Err(AlreadyRunning));
+}
+
+#[test]
+fn spawn_outside_an_executor_is_an_error() {
+    assert!(task::try_spawn(async {}).is_err());
+    assert!(super::try_now().is_err());
+}
+
+#[test]
+fn builder_names_tasks() {
+    exec()
+        .block_on(async {
+            let h = Builder::new().name("acceptor").spawn(async {});
+            assert_eq!(h.name(), Some("acceptor"));
+            assert!(h.id().is_some());
+            h.await.expect("runs");
+        })
+        .expect("runs");
+}
+
+#[test]
+fn dropping_the_executor_drops_pending_tasks() {
+    let dropped = Rc::new(Cell::new(false));
+    let mut ex = exec();
+    let guard = DropFlag(dropped.clone());
+    ex.spawn(async move {
+        let _g = guard;
+        pending_forever().await
+    })
+    .detach();
+    ex.block_on(yield_now()).expect("runs");
+    assert!(!dropped.get());
+    drop(ex);
+    assert!(dropped.get());
+}
+
+/// A flag another thread sets, with the waker to call.
+#[derive(Default)]
+struct CrossThreadSignal {
+    set: AtomicBool,
+    waker: Mutex<Option<Waker>>,
+}
+
+impl CrossThreadSignal {
+    fn fire(&self) {
+        self.set.store(true, Ordering::Release);
+        if let Some(w) = self.waker.lock().expect("lock").take() {
+            w.wake();
+        }
+    }
+
+    fn wait(self: &Arc<Self>) -> impl Future<Output = ()> + '_ {
+        poll_fn(move |cx: &mut Context<'_>| {
+            *self.waker.lock().expect("lock") = Some(cx.waker().clone());
+            if self.set.load(Ordering::Acquire) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+    }
+}
+
+#[test]
+fn a_wake_from_another_thread_unparks_the_core_for_the_root_future() {
+    let signal = Arc::new(CrossThreadSignal::default());
+    let remote = signal.clone();
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        remote.fire();
+    });
+    exec().block_on(signal.wait()).expect("runs");
+    t.join().expect("thread");
+}
+
+#[test]
+fn a_wake_from_another_thread_schedules_a_task() {
+    let signal = Arc::new(CrossThreadSignal::default());
+    let remote = signal.clone();
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        remote.fire();
+    });
+    let out = exec()
+        .block_on(async move {
+            let s = signal.clone();
+            spawn(async move {
+                s.wait().await;
+                11
+            })
+            .await
+        })
+        .expect("runs");
+    assert_eq!(out, Ok(11));
+    t.join().expect("thread");
+}
+
+#[test]
+fn wakers_outliving_the_executor_are_harmless_on_any_thread() {
+    let stash: Arc<Mutex<Vec<Waker>>> = Arc::default();
+    let mut ex = exec();
+    {
+        let stash = stash.clone();
+        ex.spawn(async move {
+            poll_fn(|cx| {
+                stash.lock().expect("lock").push(cx.waker().clone());
+                Poll::<()>::Pending
+            })
+            .await
+        })
+        .detach();
+    }
+    ex.block_on(yield_now()).expect("runs");
+    drop(ex);
+    // The task's future is gone; its wakers still point at the cell. Waking and dropping
+    // them elsewhere must neither touch the dead executor nor leak (Miri checks both).
+    let wakers = core::mem::take(&mut *stash.lock().expect("lock"));
+    std::thread::spawn(move || {
+        for w in wakers {
+            w.wake_by_ref();
+            w.wake();
+        }
+    })
+    .join()
+    .expect("thread");
+}
+
+#[test]
+fn join_handle_wakes_its_awaiter_exactly_when_the_task_finishes() {
+    let polls = Rc::new(Cell::new(0));
+    let mut ex = exec();
+    ex.block_on({
+        let polls = polls.clone();
+        async move {
+            let h = spawn(async {
+                for _ in 0..5 {
+                    yield_now().await;
+                }
+            });
+            let mut h = Some(h);
+            poll_fn(|cx| {
+                polls.set(polls.get() + 1);
+                match h.as_mut() {
+                    Some(jh) => Pin::new(jh).poll(cx).map(|r| r.expect("ok")),
+                    None => Poll::Ready(()),
+                }
+            })
+            .await;
+        }
+    })
+    .expect("runs");
+    // Polled once before the task finished and once after: no busy polling.
+    assert_eq!(polls.get(), 2);
+}
+
+#[test]
+fn stats_count_spawns_and_polls() {
+    let mut ex = exec();
+    ex.block_on(async {
+        for _ in 0..4 {
+            spawn(async {}).await.expect("ok");
+        }
+    })
+    .expect("runs");
+    let s = ex.stats();
+    assert_eq!(s.tasks_spawned, 4);
+    assert_eq!(s.polls, 4);
+    assert_eq!(s.live_tasks, 0);
+}
+
+#[test]
+fn many_tasks_complete_and_free_their_cells() {
+    let done = Rc::new(AtomicUsize::new(0));
+    let mut ex = exec();
+    let n = if cfg!(miri) { 50 } else { 5_000 };
+    ex.block_on({
+        let done = done.clone();
+        async move {
+            let hs: Vec<_> = (0..n)
+                .map(|i| {
+                    let done = done.clone();
+                    spawn(async move {
+                        if i % 3 == 0 {
+                            yield_now().await;
+                        }
+                        done.fetch_add(1, Ordering::Relaxed);
+                        i
+                    })
+                })
+                .collect();
+            for (i, h) in hs.into_iter().enumerate() {
+                assert_eq!(h.await, Ok(i));
+            }
+        }
+    })
+    .expect("runs");
+    assert_eq!(done.load(Ordering::Relaxed), n);
+    assert_eq!(ex.stats().live_tasks, 0);
+}

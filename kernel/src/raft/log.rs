@@ -1,0 +1,411 @@
+//! The Raft log: the durable part in [`Storage`] plus an unstable tail not yet persisted.
+
+use alloc::vec::Vec;
+
+use super::error::{Error, Result};
+use super::storage::Storage;
+use super::types::{Entry, Index, Snapshot, Term};
+
+/// Entries (and possibly a snapshot) handed to the application but not yet acknowledged as
+/// durable. `entries[i].index == offset + i`.
+#[derive(Debug, Default)]
+pub(crate) struct Unstable {
+    pub snapshot: Option<Snapshot>,
+    pub snapshot_in_progress: bool,
+    pub entries: Vec<Entry>,
+    pub offset: Index,
+    /// Entries below this index have been handed out in a Ready already.
+    pub offset_in_progress: Index,
+}
+
+impl Unstable {
+    fn maybe_first_index(&self) -> Option<Index> {
+        self.snapshot.as_ref().map(|s| s.meta.index + 1)
+    }
+
+    fn maybe_last_index(&self) -> Option<Index> {
+        match self.entries.last() {
+            Some(e) => Some(e.index),
+            None => self.snapshot.as_ref().map(|s| s.meta.index),
+        }
+    }
+
+    fn maybe_term(&self, i: Index) -> Option<Term> {
+        if i < self.offset {
+            return self.snapshot.as_ref().filter(|s| s.meta.index == i).map(|s| s.meta.term);
+        }
+        self.entries.get((i - self.offset) as usize).map(|e| e.term)
+    }
+
+    /// Entries not yet handed out.
+    fn next_entries(&self) -> &[Entry] {
+        let skip = self.offset_in_progress.saturating_sub(self.offset) as usize;
+        self.entries.get(skip..).unwrap_or(&[])
+    }
+
+    fn next_snapshot(&self) -> Option<&Snapshot> {
+        if self.snapshot_in_progress {
+            None
+        } else {
+            self.snapshot.as_ref()
+        }
+    }
+
+    fn accept_in_progress(&mut self) {
+        if let Some(e) = self.entries.last() {
+            self.offset_in_progress = e.index + 1;
+        }
+        if self.snapshot.is_some() {
+            self.snapshot_in_progress = true;
+        }
+    }
+
+    /// The entries up to (`i`, `t`) are durable. Ignored when the entry at `i` has been
+    /// replaced since (a newer leader overwrote it) or is already stable.
+    fn stable_to(&mut self, i: Index, t: Term) {
+        let Some(gt) = self.maybe_term(i) else { return };
+        if gt != t || i < self.offset {
+            return;
+        }
+        let n = (i + 1 - self.offset) as usize;
+        self.entries.drain(..n.min(self.entries.len()));
+        self.offset = i + 1;
+        if self.offset_in_progress < self.offset {
+            self.offset_in_progress = self.offset;
+        }
+    }
+
+    fn stable_snap_to(&mut self, i: Index) {
+        if self.snapshot.as_ref().is_some_and(|s| s.meta.index == i) {
+            self.snapshot = None;
+            self.snapshot_in_progress = false;
+        }
+    }
+
+    fn restore(&mut self, s: Snapshot) {
+        self.offset = s.meta.index + 1;
+        self.offset_in_progress = self.offset;
+        self.entries.clear();
+        self.snapshot = Some(s);
+        self.snapshot_in_progress = false;
+    }
+
+    /// Appends entries that directly follow index `ents[0].index - 1`, which the caller
+    /// guarantees is within `[offset - 1, last]` or below `offset` (replacing everything).
+    fn truncate_and_append(&mut self, ents: &[Entry]) {
+        let Some(first) = ents.first() else { return };
+        let from = first.index;
+        let end = self.offset + self.entries.len() as u64;
+        if from == end {
+            // Plain append.
+        } else if from <= self.offset {
+            // Replaces the whole unstable tail (and the storage suffix is replaced when the
+            // application persists these).
+            self.offset = from;
+            self.entries.clear();
+        } else {
+            self.entries.truncate((from - self.offset) as usize);
+        }
+        self.entries.extend_from_slice(ents);
+        if self.offset_in_progress > from {
+            self.offset_in_progress = from.max(self.offset);
+        }
+        if self.offset_in_progress < self.offset {
+            self.offset_in_progress = self.offset;
+        }
+    }
+}
+
+/// Result of [`RaftLog::maybe_append`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AppendOutcome {
+    /// The previous entry does not match: reject.
+    Mismatch,
+    /// The append would overwrite a committed entry: refused (hostile or buggy leader).
+    RewritesCommitted,
+    /// Appended; the log matches the leader's up to this index.
+    Appended(Index),
+}
+
+/// The log as the core sees it.
+#[derive(Debug)]
+pub(crate) struct RaftLog<S> {
+    pub storage: S,
+    pub unstable: Unstable,
+    /// Highest index known committed.
+    pub committed: Index,
+    /// Highest index handed to the application for applying.
+    pub applying: Index,
+    /// Highest index the application reported applied.
+    pub applied: Index,
+}
+
+impl<S: Storage> RaftLog<S> {
+    pub fn new(storage: S, applied: Index) -> Result<Self> {
+        let first = storage.first_index()?;
+        let last = storage.last_index()?;
+        let snap_index = first.saturating_sub(1);
+        let mut log = RaftLog {
+            storage,
+            unstable: Unstable { offset: last + 1, offset_in_progress: last + 1, ..Default::default() },
+            committed: snap_index,
+            applying: snap_index,
+            applied: snap_index,
+        };
+        if applied > snap_index {
+            log.applied = applied;
+            log.applying = applied;
+        }
+        Ok(log)
+    }
+
+    pub fn first_index(&self) -> Index {
+        match self.unstable.maybe_first_index() {
+            Some(i) => i,
+            None => self.storage.first_index().unwrap_or(1),
+        }
+    }
+
+    pub fn last_index(&self) -> Index {
+        match self.unstable.maybe_last_index() {
+            Some(i) => i,
+            None => self.storage.last_index().unwrap_or(0),
+        }
+    }
+
+    /// Index of the last entry known durable locally.
+    pub fn stable_last_index(&self) -> Index {
+        if self.unstable.snapshot.is_some() {
+            // Nothing past the pending snapshot is stable; nor is the snapshot itself.
+            return self.unstable.offset.saturating_sub(1).min(self.storage.last_index().unwrap_or(0));
+        }
+        self.unstable.offset.saturating_sub(1)
+    }
+
+    pub fn term(&self, i: Index) -> Result<Term> {
+        let dummy = self.first_index().saturating_sub(1);
+        if i < dummy {
+            return Err(Error::Compacted);
+        }
+        if i > self.last_index() {
+            return Err(Error::Unavailable);
+        }
+        if let Some(t) = self.unstable.maybe_term(i) {
+            return Ok(t);
+        }
+        self.storage.term(i)
+    }
+
+    pub fn last_term(&self) -> Term {
+        self.term(self.last_index()).unwrap_or(0)
+    }
+
+    pub fn match_term(&self, i: Index, t: Term) -> bool {
+        self.term(i).is_ok_and(|x| x == t)
+    }
+
+    /// Raft §5.4.1: is (`last_index`, `last_term`) at least as up to date as our log?
+    pub fn is_up_to_date(&self, last_index: Index, last_term: Term) -> bool {
+        let lt = self.last_term();
+        last_term > lt || (last_term == lt && last_index >= self.last_index())
+    }
+
+    /// First index of `ents` that conflicts with (or extends) our log, 0 if none.
+    fn find_conflict(&self, ents: &[Entry]) -> Index {
+        for e in ents {
+            if !self.match_term(e.index, e.term) {
+                return e.index;
+            }
+        }
+        0
+    }
+
+    /// The largest index `<= index` whose term is `<= term` (Raft §5.3 fast backtracking).
+    pub fn find_conflict_by_term(&self, index: Index, term: Term) -> (Index, Term) {
+        let mut i = index.min(self.last_index());
+        loop {
+            match self.term(i) {
+                Ok(t) if t > term && i > 0 => i -= 1,
+                Ok(t) => return (i, t),
+                Err(_) => return (i, 0),
+            }
+        }
+    }
+
+    /// Follower-side append. `Mismatch` when (`prev_index`, `prev_term`) does not match.
+    /// Callers validate that `ents` are contiguous from `prev_index + 1`.
+    pub fn maybe_append(&mut self, prev_index: Index, prev_term: Term, commit: Index, ents: &[Entry]) -> AppendOutcome {
+        if !self.match_term(prev_index, prev_term) {
+            return AppendOutcome::Mismatch;
+        }
+        let last_new = prev_index + ents.len() as u64;
+        let ci = self.find_conflict(ents);
+        if ci != 0 && ci <= self.committed {
+            // A leader tried to rewrite committed history. Raft's safety argument says an
+            // honest leader never does; refuse rather than corrupt the state machine.
+            return AppendOutcome::RewritesCommitted;
+        }
+        if ci != 0 {
+            let skip = (ci - prev_index - 1) as usize;
+            if let Some(rest) = ents.get(skip..) {
+                self.append(rest);
+            }
+        }
+        self.commit_to(commit.min(last_new));
+        AppendOutcome::Appended(last_new)
+    }
+
+    pub fn append(&mut self, ents: &[Entry]) -> Index {
+        if ents.is_empty() {
+            return self.last_index();
+        }
+        self.unstable.truncate_and_append(ents);
+        self.last_index()
+    }
+
+    pub fn commit_to(&mut self, to: Index) {
+        let to = to.min(self.last_index());
+        if to > self.committed {
+            self.committed = to;
+        }
+    }
+
+    /// Leader-side commit: only entries of the current term are committed by counting
+    /// replicas (Raft §5.4.2, Figure 8).
+    pub fn maybe_commit(&mut self, max_index: Index, term: Term) -> bool {
+        if max_index > self.committed && self.term(max_index).is_ok_and(|t| t == term) {
+            self.commit_to(max_index);
+            return true;
+        }
+        false
+    }
+
+    pub fn applied_to(&mut self, i: Index) {
+        if i > self.applied && i <= self.committed {
+            self.applied = i;
+            if self.applying < i {
+                self.applying = i;
+            }
+        }
+    }
+
+    /// The highest index that may be handed to the application: committed and locally durable.
+    fn max_appliable(&self) -> Index {
+        self.committed.min(self.stable_last_index())
+    }
+
+    pub fn has_next_committed_entries(&self) -> bool {
+        if self.unstable.snapshot.is_some() {
+            return false;
+        }
+        let lo = (self.applying + 1).max(self.first_index());
+        lo <= self.max_appliable()
+    }
+
+    /// Committed, durable entries not yet handed out, up to `max_size` bytes. Every entry is
+    /// checksum-verified: a corrupt entry is an error, never applied.
+    pub fn next_committed_entries(&self, max_size: u64) -> Result<Vec<Entry>> {
+        if !self.has_next_committed_entries() {
+            return Ok(Vec::new());
+        }
+        let lo = (self.applying + 1).max(self.first_index());
+        let ents = self.slice(lo, self.max_appliable() + 1, max_size)?;
+        for e in &ents {
+            e.verify()?;
+        }
+        Ok(ents)
+    }
+
+    pub fn next_unstable_entries(&self) -> &[Entry] {
+        self.unstable.next_entries()
+    }
+
+    pub fn has_next_unstable(&self) -> bool {
+        !self.unstable.next_entries().is_empty() || self.unstable.next_snapshot().is_some()
+    }
+
+    pub fn next_unstable_snapshot(&self) -> Option<&Snapshot> {
+        self.unstable.next_snapshot()
+    }
+
+    pub fn accept_unstable(&mut self) {
+        self.unstable.accept_in_progress();
+    }
+
+    pub fn accept_applying(&mut self, i: Index) {
+        if i > self.applying {
+            self.applying = i;
+        }
+    }
+
+    pub fn stable_to(&mut self, i: Index, t: Term) {
+        self.unstable.stable_to(i, t);
+    }
+
+    pub fn stable_snap_to(&mut self, i: Index) {
+        self.unstable.stable_snap_to(i);
+    }
+
+    /// Entries from `lo` up to the end, at most `max_size` bytes (at least one entry).
+    pub fn entries(&self, lo: Index, max_size: u64) -> Result<Vec<Entry>> {
+        let last = self.last_index();
+        if lo > last {
+            return Ok(Vec::new());
+        }
+        self.slice(lo, last + 1, max_size)
+    }
+
+    /// Entries in `[lo, hi)`.
+    pub fn slice(&self, lo: Index, hi: Index, max_size: u64) -> Result<Vec<Entry>> {
+        if lo > hi {
+            return Err(Error::Unavailable);
+        }
+        if lo < self.first_index() {
+            return Err(Error::Compacted);
+        }
+        if hi > self.last_index() + 1 {
+            return Err(Error::Unavailable);
+        }
+        if lo == hi {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        let off = self.unstable.offset;
+        if lo < off {
+            let stored = self.storage.entries(lo, hi.min(off), max_size)?;
+            let complete = stored.len() as u64 == hi.min(off) - lo;
+            out = stored;
+            if !complete {
+                return Ok(out);
+            }
+        }
+        if hi > off {
+            let from = lo.max(off);
+            let mut size: u64 = out.iter().map(Entry::size).sum();
+            let a = (from - off) as usize;
+            let b = (hi - off) as usize;
+            for e in self.unstable.entries.get(a..b).unwrap_or(&[]) {
+                size += e.size();
+                if !out.is_empty() && size > max_size {
+                    break;
+                }
+                out.push(e.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn restore(&mut self, s: Snapshot) {
+        self.committed = s.meta.index;
+        self.unstable.restore(s);
+    }
+
+    /// The snapshot to send to a follower: the unstable one if we are still persisting it,
+    /// otherwise storage's.
+    pub fn snapshot(&self) -> Result<Snapshot> {
+        if let Some(s) = &self.unstable.snapshot {
+            return Ok(s.clone());
+        }
+        self.storage.snapshot()
+    }
+}

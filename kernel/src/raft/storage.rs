@@ -1,0 +1,272 @@
+//! The storage contract of the Raft core, and an in-memory implementation.
+//!
+//! # Durability rules
+//!
+//! The core never writes storage itself: every [`Ready`](super::Ready) lists what the
+//! application must make durable, and the application acknowledges with
+//! [`RawNode::advance`](super::RawNode::advance). The rules that keep Raft safe across crashes:
+//!
+//! 1. **Term and vote are durable before a vote is answered.** A vote response (and a
+//!    candidate's own vote requests) are in [`Ready::persisted_messages`](super::Ready), sent
+//!    only after the Ready's hard state is on disk. Otherwise a restarted node could vote twice
+//!    in one term.
+//! 2. **Entries are durable before they are acknowledged.** Append responses are in
+//!    `persisted_messages` too; a leader counts itself towards a commit quorum only after
+//!    `advance` reports its own entries durable.
+//! 3. **A leader may persist in parallel with replication.** Its `Append` messages are in
+//!    [`Ready::messages`](super::Ready) and may go out before its own write completes.
+//! 4. Readies are persisted in the order they were produced; a snapshot in a Ready is written
+//!    before the Ready's entries.
+//! 5. [`Storage::initial_state`] returns the membership as of the applied index the
+//!    application passes in [`Config::applied`](super::Config); entries after it are
+//!    re-delivered as committed entries on restart.
+//!
+//! Implementations must return [`Error::CorruptEntry`] for an entry whose checksum fails
+//! ([`Entry::verify`]) rather than handing it out.
+
+use alloc::vec::Vec;
+
+use super::error::{Error, Result};
+use super::types::{ConfState, Entry, HardState, Index, Snapshot, SnapshotMeta, Term};
+
+/// What a node starts from.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RaftState {
+    /// Last persisted term, vote and commit.
+    pub hard_state: HardState,
+    /// Membership as of the applied index.
+    pub conf_state: ConfState,
+}
+
+/// Read access to the durable log, hard state and snapshot.
+pub trait Storage {
+    /// Hard state and membership to start from.
+    fn initial_state(&self) -> Result<RaftState>;
+    /// Entries in `[lo, hi)`, at least one if the range is non-empty, and otherwise stopping
+    /// before the total [`Entry::size`] exceeds `max_size`. Errors with `Compacted` if
+    /// `lo < first_index()`, `Unavailable` if `hi > last_index() + 1`, `CorruptEntry` on a
+    /// checksum failure.
+    fn entries(&self, lo: Index, hi: Index, max_size: u64) -> Result<Vec<Entry>>;
+    /// Term of the entry at `index`, valid for `first_index() - 1 ..= last_index()`.
+    fn term(&self, index: Index) -> Result<Term>;
+    /// Index of the first retained entry (snapshot index + 1).
+    fn first_index(&self) -> Result<Index>;
+    /// Index of the last entry (snapshot index if the log is empty).
+    fn last_index(&self) -> Result<Index>;
+    /// The latest snapshot. `SnapshotTemporarilyUnavailable` makes the leader retry later.
+    fn snapshot(&self) -> Result<Snapshot>;
+}
+
+/// An in-memory [`Storage`] for tests, simulations and small embedded nodes. Its write methods
+/// are what an application does with a [`Ready`](super::Ready).
+#[derive(Clone, Debug, Default)]
+pub struct MemStorage {
+    hard_state: HardState,
+    snapshot: Snapshot,
+    /// Entries after `snapshot.meta.index`, contiguous.
+    entries: Vec<Entry>,
+    snapshot_unavailable: bool,
+}
+
+impl MemStorage {
+    /// Empty storage of a new cluster with the given initial membership.
+    pub fn new_with_conf_state(cs: ConfState) -> Self {
+        let mut s = MemStorage::default();
+        s.snapshot.meta.conf_state = cs;
+        s
+    }
+
+    /// The stored hard state.
+    pub fn hard_state(&self) -> HardState {
+        self.hard_state
+    }
+
+    /// Persists the hard state.
+    pub fn set_hard_state(&mut self, hs: HardState) {
+        self.hard_state = hs;
+    }
+
+    fn snap_index(&self) -> Index {
+        self.snapshot.meta.index
+    }
+
+    fn last(&self) -> Index {
+        self.snap_index() + self.entries.len() as u64
+    }
+
+    /// Appends entries, replacing any conflicting suffix. The first entry must not leave a gap
+    /// and must come after the snapshot.
+    pub fn append(&mut self, ents: &[Entry]) -> Result<()> {
+        let Some(first) = ents.first() else { return Ok(()) };
+        if first.index <= self.snap_index() {
+            return Err(Error::InvalidStorageOp("append before the snapshot"));
+        }
+        if first.index > self.last() + 1 {
+            return Err(Error::InvalidStorageOp("append leaves a gap"));
+        }
+        for (i, e) in ents.iter().enumerate() {
+            if e.index != first.index + i as u64 {
+                return Err(Error::InvalidStorageOp("append of non-contiguous entries"));
+            }
+        }
+        let keep = (first.index - self.snap_index() - 1) as usize;
+        self.entries.truncate(keep);
+        self.entries.extend_from_slice(ents);
+        Ok(())
+    }
+
+    /// Installs a snapshot received from the leader, discarding the log it covers.
+    pub fn apply_snapshot(&mut self, snap: Snapshot) -> Result<()> {
+        if snap.meta.index < self.snap_index() {
+            return Err(Error::SnapshotOutOfDate);
+        }
+        let keep_tail = match self.term(snap.meta.index) {
+            // The log already agrees with the snapshot: keep what follows it.
+            Ok(t) if t == snap.meta.term => Some(snap.meta.index),
+            _ => None,
+        };
+        match keep_tail {
+            Some(idx) => {
+                let drop = (idx - self.snap_index()) as usize;
+                self.entries.drain(..drop.min(self.entries.len()));
+            }
+            None => self.entries.clear(),
+        }
+        if self.hard_state.commit < snap.meta.index {
+            self.hard_state.commit = snap.meta.index;
+        }
+        if self.hard_state.term < snap.meta.term {
+            self.hard_state.term = snap.meta.term;
+        }
+        self.snapshot = snap;
+        Ok(())
+    }
+
+    /// Takes a snapshot of the application at `index` (which must be applied) and compacts
+    /// the log up to it.
+    pub fn create_snapshot(&mut self, index: Index, cs: ConfState, data: Vec<u8>) -> Result<()> {
+        if index <= self.snap_index() {
+            return Err(Error::SnapshotOutOfDate);
+        }
+        let term = self.term(index)?;
+        let drop = (index - self.snap_index()) as usize;
+        self.entries.drain(..drop.min(self.entries.len()));
+        self.snapshot = Snapshot { meta: SnapshotMeta { index, term, conf_state: cs }, data };
+        Ok(())
+    }
+
+    /// Test hook: makes [`Storage::snapshot`] answer `SnapshotTemporarilyUnavailable`.
+    pub fn set_snapshot_unavailable(&mut self, unavailable: bool) {
+        self.snapshot_unavailable = unavailable;
+    }
+
+    /// Test hook: flips a payload bit of the entry at `index` (a torn write).
+    #[cfg(test)]
+    pub(crate) fn corrupt_entry(&mut self, index: Index) {
+        let first = self.snap_index() + 1;
+        if let Some(e) = index.checked_sub(first).and_then(|o| self.entries.get_mut(o as usize)) {
+            e.data.push(0xA5);
+        }
+    }
+}
+
+impl Storage for MemStorage {
+    fn initial_state(&self) -> Result<RaftState> {
+        Ok(RaftState { hard_state: self.hard_state, conf_state: self.snapshot.meta.conf_state.clone() })
+    }
+
+    fn entries(&self, lo: Index, hi: Index, max_size: u64) -> Result<Vec<Entry>> {
+        if lo <= self.snap_index() {
+            return Err(Error::Compacted);
+        }
+        if hi > self.last() + 1 || lo > hi {
+            return Err(Error::Unavailable);
+        }
+        let from = (lo - self.snap_index() - 1) as usize;
+        let to = (hi - self.snap_index() - 1) as usize;
+        let mut out = Vec::new();
+        let mut size = 0u64;
+        for e in self.entries.get(from..to).unwrap_or(&[]) {
+            size += e.size();
+            if !out.is_empty() && size > max_size {
+                break;
+            }
+            e.verify()?;
+            out.push(e.clone());
+        }
+        Ok(out)
+    }
+
+    fn term(&self, index: Index) -> Result<Term> {
+        if index == self.snap_index() {
+            return Ok(self.snapshot.meta.term);
+        }
+        if index < self.snap_index() {
+            return Err(Error::Compacted);
+        }
+        let off = (index - self.snap_index() - 1) as usize;
+        self.entries.get(off).map(|e| e.term).ok_or(Error::Unavailable)
+    }
+
+    fn first_index(&self) -> Result<Index> {
+        Ok(self.snap_index() + 1)
+    }
+
+    fn last_index(&self) -> Result<Index> {
+        Ok(self.last())
+    }
+
+    fn snapshot(&self) -> Result<Snapshot> {
+        if self.snapshot_unavailable {
+            return Err(Error::SnapshotTemporarilyUnavailable);
+        }
+        Ok(self.snapshot.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::types::EntryKind;
+    use alloc::vec;
+
+    fn e(i: Index, t: Term) -> Entry {
+        Entry::new(t, i, EntryKind::Normal, vec![i as u8])
+    }
+
+    #[test]
+    fn append_truncates_conflicts_and_rejects_gaps() {
+        let mut s = MemStorage::default();
+        s.append(&[e(1, 1), e(2, 1), e(3, 1)]).unwrap();
+        s.append(&[e(2, 2)]).unwrap();
+        assert_eq!(s.last_index().unwrap(), 2);
+        assert_eq!(s.term(2).unwrap(), 2);
+        assert!(s.append(&[e(5, 2)]).is_err());
+        assert_eq!(s.entries(1, 3, u64::MAX).unwrap().len(), 2);
+        assert_eq!(s.entries(1, 3, 0).unwrap().len(), 1, "at least one entry");
+        assert_eq!(s.entries(1, 4, u64::MAX), Err(Error::Unavailable));
+    }
+
+    #[test]
+    fn compaction_and_snapshot() {
+        let mut s = MemStorage::default();
+        s.append(&[e(1, 1), e(2, 1), e(3, 2)]).unwrap();
+        s.create_snapshot(2, ConfState::with_voters([1]), vec![9]).unwrap();
+        assert_eq!(s.first_index().unwrap(), 3);
+        assert_eq!(s.term(2).unwrap(), 1);
+        assert_eq!(s.term(1), Err(Error::Compacted));
+        assert_eq!(s.entries(2, 4, u64::MAX), Err(Error::Compacted));
+        let mut snap = s.snapshot().unwrap();
+        snap.meta.index = 1;
+        assert_eq!(s.clone().apply_snapshot(snap), Err(Error::SnapshotOutOfDate));
+    }
+
+    #[test]
+    fn corrupt_entry_is_an_error() {
+        let mut s = MemStorage::default();
+        s.append(&[e(1, 1), e(2, 1)]).unwrap();
+        s.corrupt_entry(2);
+        assert_eq!(s.entries(1, 3, u64::MAX), Err(Error::CorruptEntry { index: 2 }));
+        assert_eq!(s.entries(1, 2, u64::MAX).unwrap().len(), 1);
+    }
+}

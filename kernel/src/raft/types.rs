@@ -1,0 +1,354 @@
+//! Wire and storage types. Everything here is `serde` and round-trips through `postcard`.
+
+use alloc::collections::BTreeSet;
+use alloc::vec::Vec;
+use serde::{Deserialize, Serialize};
+
+use super::crc::Crc32c;
+use super::error::{Error, Result};
+
+/// A node's identity. `0` is reserved (it is never a valid member).
+pub type NodeId = u64;
+/// A Raft term.
+pub type Term = u64;
+/// A log index. Index `0` is the empty prefix; the first real entry has index 1.
+pub type Index = u64;
+
+/// What an entry's payload means.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EntryKind {
+    /// Application data (possibly empty: a new leader's no-op).
+    #[default]
+    Normal,
+    /// A postcard-encoded [`ConfChange`].
+    ConfChange,
+}
+
+/// One log entry. The checksum covers term, index, kind and data, so a torn or corrupt entry
+/// is detected when it is read back or received and is never applied.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Term of the leader that created the entry.
+    pub term: Term,
+    /// Position in the log.
+    pub index: Index,
+    /// Payload kind.
+    pub kind: EntryKind,
+    /// Payload.
+    pub data: Vec<u8>,
+    /// CRC-32C over the other fields (see [`Entry::compute_checksum`]).
+    pub checksum: u32,
+}
+
+impl Entry {
+    /// A new entry with its checksum filled in.
+    pub fn new(term: Term, index: Index, kind: EntryKind, data: Vec<u8>) -> Self {
+        let mut e = Entry { term, index, kind, data, checksum: 0 };
+        e.checksum = e.compute_checksum();
+        e
+    }
+
+    /// The checksum the entry should carry.
+    pub fn compute_checksum(&self) -> u32 {
+        let mut c = Crc32c::new();
+        c.update(&self.term.to_le_bytes());
+        c.update(&self.index.to_le_bytes());
+        c.update(&[match self.kind {
+            EntryKind::Normal => 0,
+            EntryKind::ConfChange => 1,
+        }]);
+        c.update(&(self.data.len() as u64).to_le_bytes());
+        c.update(&self.data);
+        c.finish()
+    }
+
+    /// Checks the checksum; `Err(CorruptEntry)` when it does not match.
+    pub fn verify(&self) -> Result<()> {
+        if self.compute_checksum() == self.checksum {
+            Ok(())
+        } else {
+            Err(Error::CorruptEntry { index: self.index })
+        }
+    }
+
+    /// Bytes this entry counts for in size limits (payload plus a fixed header estimate).
+    pub fn size(&self) -> u64 {
+        self.data.len() as u64 + ENTRY_OVERHEAD
+    }
+}
+
+/// Fixed per-entry cost counted by size limits, so empty entries are not free.
+pub(crate) const ENTRY_OVERHEAD: u64 = 24;
+
+/// State that must be durable before the messages that depend on it are sent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HardState {
+    /// Current term.
+    pub term: Term,
+    /// Whom this node voted for in `term`.
+    pub vote: Option<NodeId>,
+    /// Highest index known committed (may lag; used to restart applying sooner).
+    pub commit: Index,
+}
+
+/// The membership, as stored in snapshots and returned after a change.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfState {
+    /// Voters of the incoming (or only) configuration.
+    pub voters: BTreeSet<NodeId>,
+    /// Learners: receive the log, do not vote.
+    pub learners: BTreeSet<NodeId>,
+    /// Voters of the outgoing configuration while joint; empty otherwise.
+    pub voters_outgoing: BTreeSet<NodeId>,
+    /// Voters of the outgoing configuration that become learners when the joint state ends.
+    pub learners_next: BTreeSet<NodeId>,
+    /// Whether the leader leaves the joint configuration by itself.
+    pub auto_leave: bool,
+}
+
+impl ConfState {
+    /// A configuration of the given voters.
+    pub fn with_voters(voters: impl IntoIterator<Item = NodeId>) -> Self {
+        ConfState { voters: voters.into_iter().collect(), ..Default::default() }
+    }
+}
+
+/// What a snapshot covers.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotMeta {
+    /// Last index included in the snapshot.
+    pub index: Index,
+    /// Term of that entry.
+    pub term: Term,
+    /// Membership as of `index`.
+    pub conf_state: ConfState,
+}
+
+/// A snapshot of the application's state machine at `meta.index`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Position and membership.
+    pub meta: SnapshotMeta,
+    /// The application's opaque state.
+    pub data: Vec<u8>,
+}
+
+impl Snapshot {
+    /// Whether this is the empty snapshot (index 0).
+    pub fn is_empty(&self) -> bool {
+        self.meta.index == 0
+    }
+}
+
+/// One change of a membership change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConfChangeKind {
+    /// Add a voter, or promote a learner.
+    AddVoter,
+    /// Add a learner, or demote a voter.
+    AddLearner,
+    /// Remove a node.
+    Remove,
+}
+
+/// A single-node change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfChangeSingle {
+    /// What to do.
+    pub kind: ConfChangeKind,
+    /// To whom.
+    pub node: NodeId,
+}
+
+/// How a change is carried out.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConfChangeTransition {
+    /// Single-step when possible (one voter changes), otherwise joint with automatic leave.
+    #[default]
+    Auto,
+    /// Always joint; leave automatically.
+    JointImplicit,
+    /// Always joint; the application proposes the leave (an empty change) itself.
+    JointExplicit,
+}
+
+/// A membership change, proposed with [`RawNode::propose_conf_change`](super::RawNode::propose_conf_change).
+/// An `Auto` change with no changes is the request to leave a joint configuration.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfChange {
+    /// Joint or simple.
+    pub transition: ConfChangeTransition,
+    /// The changes, applied in order.
+    pub changes: Vec<ConfChangeSingle>,
+}
+
+impl ConfChange {
+    /// A change of the given kind for one node.
+    pub fn single(kind: ConfChangeKind, node: NodeId) -> Self {
+        ConfChange { transition: ConfChangeTransition::Auto, changes: alloc::vec![ConfChangeSingle { kind, node }] }
+    }
+
+    /// The request to leave a joint configuration.
+    pub fn leave_joint() -> Self {
+        ConfChange::default()
+    }
+
+    /// Whether this is the request to leave a joint configuration.
+    pub fn is_leave_joint(&self) -> bool {
+        self.transition == ConfChangeTransition::Auto && self.changes.is_empty()
+    }
+
+    /// `Some(auto_leave)` when this change must go through a joint configuration.
+    pub fn enters_joint(&self) -> Option<bool> {
+        if self.transition != ConfChangeTransition::Auto || self.changes.len() > 1 {
+            Some(matches!(self.transition, ConfChangeTransition::Auto | ConfChangeTransition::JointImplicit))
+        } else {
+            None
+        }
+    }
+
+    /// Encodes with postcard.
+    pub fn encode(&self) -> Result<Vec<u8>> {
+        postcard::to_allocvec(self).map_err(|_| Error::Codec)
+    }
+
+    /// Decodes from postcard.
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        postcard::from_bytes(bytes).map_err(|_| Error::Codec)
+    }
+}
+
+/// Why a follower rejected an append: where the leader should probe next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RejectHint {
+    /// The follower's best guess of the highest index that may match.
+    pub index: Index,
+    /// The follower's term at `index`.
+    pub term: Term,
+}
+
+/// A message between two nodes: an envelope plus a [`MessageBody`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    /// Sender.
+    pub from: NodeId,
+    /// Receiver.
+    pub to: NodeId,
+    /// Sender's term (for `PreVote`, the term it would campaign in).
+    pub term: Term,
+    /// The content.
+    pub body: MessageBody,
+}
+
+/// Message contents.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MessageBody {
+    /// Would you vote for me in `term` (without anyone changing term yet)?
+    PreVote {
+        /// Candidate's last log index.
+        last_index: Index,
+        /// Candidate's last log term.
+        last_term: Term,
+    },
+    /// Answer to `PreVote`.
+    PreVoteResponse {
+        /// Refused.
+        reject: bool,
+    },
+    /// Vote for me in `term`.
+    Vote {
+        /// Candidate's last log index.
+        last_index: Index,
+        /// Candidate's last log term.
+        last_term: Term,
+        /// Sent because of a leadership transfer: receivers ignore their leader lease.
+        transfer: bool,
+    },
+    /// Answer to `Vote`.
+    VoteResponse {
+        /// Refused.
+        reject: bool,
+    },
+    /// Append `entries` after (`prev_index`, `prev_term`).
+    Append {
+        /// Index of the entry just before `entries`.
+        prev_index: Index,
+        /// Its term.
+        prev_term: Term,
+        /// New entries (may be empty: a probe).
+        entries: Vec<Entry>,
+        /// Leader's commit index.
+        commit: Index,
+    },
+    /// Answer to `Append` (and to a completed snapshot).
+    AppendResponse {
+        /// On success the follower's last matching index; on reject the rejected `prev_index`.
+        index: Index,
+        /// `Some` when rejected.
+        reject: Option<RejectHint>,
+    },
+    /// Leader liveness, commit propagation, and read-index confirmation.
+    Heartbeat {
+        /// `min(follower's match, leader's commit)`.
+        commit: Index,
+        /// Read-index context being confirmed, if any.
+        ctx: Option<Vec<u8>>,
+        /// The leader's tick count when it sent this heartbeat (anchors the leader lease).
+        lease_tick: u64,
+    },
+    /// Answer to `Heartbeat`.
+    HeartbeatResponse {
+        /// Echo of the heartbeat's context.
+        ctx: Option<Vec<u8>>,
+        /// Echo of the heartbeat's `lease_tick`.
+        lease_tick: u64,
+    },
+    /// One chunk of a snapshot.
+    SnapshotChunk {
+        /// What the whole snapshot covers.
+        meta: SnapshotMeta,
+        /// Length of the whole snapshot data.
+        total_len: u64,
+        /// CRC-32C of the whole snapshot data.
+        checksum: u32,
+        /// Offset of `data` in the whole.
+        offset: u64,
+        /// The chunk.
+        data: Vec<u8>,
+    },
+    /// The follower has the snapshot up to `next_offset` (resume or restart from there).
+    SnapshotAck {
+        /// Snapshot index acknowledged.
+        index: Index,
+        /// Snapshot term acknowledged.
+        snap_term: Term,
+        /// Bytes received so far; the leader continues here.
+        next_offset: u64,
+    },
+    /// Start an election now, ignoring timeouts and pre-vote (leadership transfer).
+    TimeoutNow,
+    /// A follower forwards a read request to the leader.
+    ReadIndex {
+        /// Opaque request context, unique per request.
+        ctx: Vec<u8>,
+    },
+    /// The leader's answer: reads at `index` or later are linearizable.
+    ReadIndexResponse {
+        /// Echo of the request context.
+        ctx: Vec<u8>,
+        /// The read index.
+        index: Index,
+    },
+}
+
+impl Message {
+    /// Encodes with postcard.
+    pub fn encode(&self) -> Result<Vec<u8>> {
+        postcard::to_allocvec(self).map_err(|_| Error::Codec)
+    }
+
+    /// Decodes with postcard. Hostile bytes give `Err(Codec)`, never a panic.
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        postcard::from_bytes(bytes).map_err(|_| Error::Codec)
+    }
+}

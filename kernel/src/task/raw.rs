@@ -1,0 +1,387 @@
+//! The task cell: one allocation holding a header, the future and later its output, and the
+//! hand-written `RawWakerVTable` that wakes it.
+//!
+//! ```text
+//!            spawn                 poll -> Ready            JoinHandle takes output
+//!   [Scheduled] ---> (Running) ---------------> [Complete] ---------------------> [Consumed]
+//!        ^   |           |  poll -> Pending          ^  (or output dropped at once if detached)
+//!        |   v           v                           |
+//!      wake  [Idle] <----'       cancel(): future dropped, stage = Finished(Err(Cancelled))
+//! ```
+//!
+//! Ownership and threads. The reference count is atomic because a `Waker` may be cloned,
+//! woken and dropped on any thread. Everything else in the header (`state`, the join waker,
+//! the registry slot) and the stage (future/output) is touched only by the owning core's
+//! thread. A foreign thread's wake never touches them: it pushes a new reference onto the
+//! owner's [`RemoteQueue`] and unparks the owner, which schedules the task itself.
+//! The future and output are always dropped on the owner thread (completion, cancellation or
+//! executor shutdown), so when the last reference dies on a foreign thread only plain memory
+//! and `Send` fields remain to be freed.
+#![allow(unsafe_code)] // raw task pointers, the waker vtable and the type-erased stage
+
+use alloc::borrow::Cow;
+use alloc::boxed::Box;
+use alloc::sync::Arc;
+use core::cell::{Cell, UnsafeCell};
+use core::future::Future;
+use core::pin::Pin;
+use core::ptr::NonNull;
+use core::sync::atomic::{self, AtomicUsize, Ordering};
+use core::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
+
+use super::JoinError;
+use crate::executor::{context, RemoteQueue};
+
+/// Owner-thread-only state bits.
+pub(crate) mod state {
+    /// In the run queue (or about to be): a further wake does nothing.
+    pub const SCHEDULED: u8 = 1 << 0;
+    /// Being polled right now.
+    pub const RUNNING: u8 = 1 << 1;
+    /// The future is gone (finished or cancelled); the output (if any) is in the stage.
+    pub const COMPLETE: u8 = 1 << 2;
+    /// Cancellation was requested; honoured as soon as the task is not running.
+    pub const CANCEL_REQUESTED: u8 = 1 << 3;
+    /// The JoinHandle was dropped: nobody will read the output.
+    pub const DETACHED: u8 = 1 << 4;
+}
+
+pub(crate) struct Header {
+    refs: AtomicUsize,
+    /// Owner-thread only.
+    pub(crate) state: Cell<u8>,
+    vtable: &'static TaskVTable,
+    /// The core that owns this task, for telling local wakes from foreign ones.
+    pub(crate) owner: u64,
+    /// Where foreign threads send wakes.
+    remote: Arc<RemoteQueue>,
+    pub(crate) id: u64,
+    pub(crate) name: Option<Cow<'static, str>>,
+    /// Slot in the owner's task registry (owner-thread only).
+    pub(crate) slot: Cell<usize>,
+    /// Waker of the task awaiting the JoinHandle (owner-thread only).
+    join_waker: Cell<Option<Waker>>,
+}
+
+struct TaskVTable {
+    /// Poll the future; returns true when the task completed.
+    poll: unsafe fn(NonNull<Header>, &mut Context<'_>) -> bool,
+    /// Drop the future (cancellation), leaving `Finished(Err(Cancelled))`.
+    cancel: unsafe fn(NonNull<Header>),
+    /// Move the output into `*mut Option<Result<T, JoinError>>`, or drop it if `dst` is null.
+    take_output: unsafe fn(NonNull<Header>, *mut ()),
+    /// Free the cell (the stage must be empty or the caller must be the owner thread).
+    dealloc: unsafe fn(NonNull<Header>),
+}
+
+enum Stage<F: Future> {
+    Running(F),
+    Finished(Result<F::Output, JoinError>),
+    Consumed,
+}
+
+#[repr(C)]
+struct TaskCell<F: Future> {
+    /// First field, so a `NonNull<Header>` is also a pointer to the cell.
+    header: Header,
+    stage: UnsafeCell<Stage<F>>,
+}
+
+/// A counted reference to a task. `Send` so that foreign wakes can hand it to the owner's
+/// remote queue; only reference counting and queueing happen off the owner thread.
+pub(crate) struct TaskRef {
+    ptr: NonNull<Header>,
+}
+
+// SAFETY: off the owner thread a TaskRef is only moved, cloned and dropped: those touch the
+// atomic count and, for the last reference, free a cell whose stage the owner has already
+// emptied (see the module docs). Header fields read off-thread (`owner`, `remote`, `vtable`)
+// are immutable after creation.
+unsafe impl Send for TaskRef {}
+
+pub(crate) struct NewTask<'a> {
+    pub owner: u64,
+    pub remote: &'a Arc<RemoteQueue>,
+    pub id: u64,
+    pub name: Option<Cow<'static, str>>,
+}
+
+impl TaskRef {
+    /// Allocate a task cell holding `future`, with one reference (the returned one).
+    pub(crate) fn new<F: Future + 'static>(future: F, new: NewTask<'_>) -> TaskRef {
+        let cell = Box::new(TaskCell {
+            header: Header {
+                refs: AtomicUsize::new(1),
+                state: Cell::new(0),
+                vtable: vtable_for::<F>(),
+                owner: new.owner,
+                remote: new.remote.clone(),
+                id: new.id,
+                name: new.name,
+                slot: Cell::new(usize::MAX),
+                join_waker: Cell::new(None),
+            },
+            stage: UnsafeCell::new(Stage::Running(future)),
+        });
+        let ptr = NonNull::from(Box::leak(cell)).cast::<Header>();
+        TaskRef { ptr }
+    }
+
+    pub(crate) fn header(&self) -> &Header {
+        // SAFETY: a live TaskRef keeps the cell allocated.
+        unsafe { self.ptr.as_ref() }
+    }
+
+    /// Poll the task's future. Owner thread only, and never re-entrantly for the same task
+    /// (the executor guarantees both by setting RUNNING).
+    pub(crate) fn poll(&self) -> bool {
+        let waker = self.waker();
+        let mut cx = Context::from_waker(&waker);
+        // SAFETY: owner thread; RUNNING is set by the caller so nothing else touches the
+        // stage during the poll.
+        unsafe { (self.header().vtable.poll)(self.ptr, &mut cx) }
+    }
+
+    /// Drop the future now. Owner thread only, not while RUNNING.
+    pub(crate) fn cancel_now(&self) {
+        // SAFETY: owner thread, not running (caller's contract).
+        unsafe { (self.header().vtable.cancel)(self.ptr) }
+    }
+
+    /// Move the output out into `dst`. Owner thread only; `T` must be the future's output.
+    ///
+    /// # Safety
+    /// `T` must be the `Output` type of the future this task was created with.
+    pub(crate) unsafe fn take_output<T>(&self, dst: &mut Option<Result<T, JoinError>>) {
+        // SAFETY: the caller guarantees the type; `dst` is a valid exclusive pointer.
+        unsafe {
+            (self.header().vtable.take_output)(self.ptr, (dst as *mut Option<_>).cast::<()>())
+        }
+    }
+
+    /// Drop the output without reading it. Owner thread only.
+    pub(crate) fn drop_output(&self) {
+        // SAFETY: a null destination means "drop"; owner thread.
+        unsafe { (self.header().vtable.take_output)(self.ptr, core::ptr::null_mut()) }
+    }
+
+    pub(crate) fn set_join_waker(&self, waker: Option<Waker>) {
+        self.header().join_waker.set(waker);
+    }
+
+    pub(crate) fn wake_join_waker(&self) {
+        if let Some(w) = self.header().join_waker.take() {
+            w.wake();
+        }
+    }
+
+    pub(crate) fn join_waker_will_wake(&self, waker: &Waker) -> bool {
+        let current = self.header().join_waker.take();
+        let same = current.as_ref().is_some_and(|w| w.will_wake(waker));
+        self.header().join_waker.set(current);
+        same
+    }
+
+    /// Schedule through the owner's remote queue: works from any thread or context.
+    pub(crate) fn schedule_remote(&self) {
+        self.header().remote.push(self.clone());
+    }
+
+    fn waker(&self) -> Waker {
+        let raw = RawWaker::new(self.clone().into_raw(), &WAKER_VTABLE);
+        // SAFETY: WAKER_VTABLE's functions uphold the RawWaker contract for a task pointer
+        // that carries one counted reference, which `into_raw` just handed over.
+        unsafe { Waker::from_raw(raw) }
+    }
+
+    fn into_raw(self) -> *const () {
+        let ptr = self.ptr.as_ptr().cast_const().cast::<()>();
+        core::mem::forget(self);
+        ptr
+    }
+
+    /// # Safety
+    /// `ptr` came from `into_raw` and its reference is transferred to the result.
+    unsafe fn from_raw(ptr: *const ()) -> TaskRef {
+        // SAFETY: non-null, from `into_raw`.
+        let ptr = unsafe { NonNull::new_unchecked(ptr.cast_mut().cast::<Header>()) };
+        TaskRef { ptr }
+    }
+
+    /// The waker's job: schedule the task on its owner core.
+    fn schedule(self) {
+        let owner = self.header().owner;
+        match context::local_schedule(owner, self) {
+            Ok(()) => {}
+            Err(task) => {
+                let remote = task.header().remote.clone();
+                remote.push(task);
+            }
+        }
+    }
+}
+
+impl Clone for TaskRef {
+    fn clone(&self) -> Self {
+        // Relaxed is enough for an increment: the new reference is derived from an existing
+        // one, which keeps the cell alive (the same argument as `Arc::clone`).
+        let old = self.header().refs.fetch_add(1, Ordering::Relaxed);
+        if old > isize::MAX as usize {
+            // Billions of leaked wakers: continuing would risk an overflow and a
+            // use-after-free, so stop (what `Arc` does too).
+            panic!("task reference count overflow");
+        }
+        TaskRef { ptr: self.ptr }
+    }
+}
+
+impl Drop for TaskRef {
+    fn drop(&mut self) {
+        if self.header().refs.fetch_sub(1, Ordering::Release) != 1 {
+            return;
+        }
+        // Synchronise with every other release of a reference before freeing.
+        atomic::fence(Ordering::Acquire);
+        // SAFETY: this was the last reference; the owner has emptied the stage (module docs).
+        unsafe { (self.header().vtable.dealloc)(self.ptr) }
+    }
+}
+
+impl core::fmt::Debug for TaskRef {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let h = self.header();
+        f.debug_struct("Task")
+            .field("id", &h.id)
+            .field("name", &h.name)
+            .finish()
+    }
+}
+
+static WAKER_VTABLE: RawWakerVTable =
+    RawWakerVTable::new(waker_clone, waker_wake, waker_wake_by_ref, waker_drop);
+
+unsafe fn waker_clone(ptr: *const ()) -> RawWaker {
+    // SAFETY: `ptr` is a live waker's task pointer; ManuallyDrop keeps its reference.
+    let task = core::mem::ManuallyDrop::new(unsafe { TaskRef::from_raw(ptr) });
+    RawWaker::new((*task).clone().into_raw(), &WAKER_VTABLE)
+}
+
+unsafe fn waker_wake(ptr: *const ()) {
+    // SAFETY: `wake` consumes the waker's reference.
+    let task = unsafe { TaskRef::from_raw(ptr) };
+    task.schedule();
+}
+
+unsafe fn waker_wake_by_ref(ptr: *const ()) {
+    // SAFETY: borrowed: take a new reference for the schedule, keep the waker's.
+    let task = core::mem::ManuallyDrop::new(unsafe { TaskRef::from_raw(ptr) });
+    (*task).clone().schedule();
+}
+
+unsafe fn waker_drop(ptr: *const ()) {
+    // SAFETY: `drop` consumes the waker's reference.
+    drop(unsafe { TaskRef::from_raw(ptr) });
+}
+
+fn vtable_for<F: Future + 'static>() -> &'static TaskVTable {
+    trait HasVTable {
+        const VTABLE: TaskVTable;
+    }
+    impl<F: Future + 'static> HasVTable for F {
+        const VTABLE: TaskVTable = TaskVTable {
+            poll: poll_fn::<F>,
+            cancel: cancel_fn::<F>,
+            take_output: take_output_fn::<F>,
+            dealloc: dealloc_fn::<F>,
+        };
+    }
+    &<F as HasVTable>::VTABLE
+}
+
+/// # Safety
+/// `ptr` points to a live `TaskCell<F>`; owner thread; no other access to the stage now.
+unsafe fn stage<'a, F: Future>(ptr: NonNull<Header>) -> &'a mut Stage<F> {
+    // SAFETY: the header is the first field of a repr(C) TaskCell<F> (caller: it is one).
+    let cell = unsafe { ptr.cast::<TaskCell<F>>().as_ref() };
+    // SAFETY: exclusive per the caller's contract.
+    unsafe { &mut *cell.stage.get() }
+}
+
+unsafe fn poll_fn<F: Future>(ptr: NonNull<Header>, cx: &mut Context<'_>) -> bool {
+    // SAFETY: forwarded contract of `TaskVTable::poll`.
+    let stage = unsafe { stage::<F>(ptr) };
+    let Stage::Running(future) = stage else {
+        return true;
+    };
+    // SAFETY: the future lives inside the heap cell and is never moved until it is dropped
+    // in place by the assignment below.
+    let future = unsafe { Pin::new_unchecked(future) };
+    match poll_catching_panics(future, cx) {
+        Poll::Pending => false,
+        Poll::Ready(output) => {
+            *stage = Stage::Finished(output);
+            true
+        }
+    }
+}
+
+#[cfg(any(feature = "std", test))]
+fn poll_catching_panics<F: Future>(
+    future: Pin<&mut F>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<F::Output, JoinError>> {
+    // A panicking task must not take the core down with it; its JoinHandle reports it.
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| future.poll(cx))) {
+        Ok(Poll::Pending) => Poll::Pending,
+        Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
+        Err(payload) => Poll::Ready(Err(JoinError::Panicked(panic_message(&payload)))),
+    }
+}
+
+#[cfg(any(feature = "std", test))]
+fn panic_message(payload: &Box<dyn core::any::Any + Send>) -> alloc::string::String {
+    use alloc::string::ToString;
+    if let Some(s) = payload.downcast_ref::<&'static str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<alloc::string::String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_string()
+    }
+}
+
+#[cfg(not(any(feature = "std", test)))]
+fn poll_catching_panics<F: Future>(
+    future: Pin<&mut F>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<F::Output, JoinError>> {
+    // Without std there is no unwinding to catch: a panic aborts.
+    future.poll(cx).map(Ok)
+}
+
+unsafe fn cancel_fn<F: Future>(ptr: NonNull<Header>) {
+    // SAFETY: forwarded contract.
+    let stage = unsafe { stage::<F>(ptr) };
+    if matches!(stage, Stage::Running(_)) {
+        *stage = Stage::Finished(Err(JoinError::Cancelled));
+    }
+}
+
+unsafe fn take_output_fn<F: Future>(ptr: NonNull<Header>, dst: *mut ()) {
+    // SAFETY: forwarded contract.
+    let stage = unsafe { stage::<F>(ptr) };
+    match core::mem::replace(stage, Stage::Consumed) {
+        Stage::Finished(output) if !dst.is_null() => {
+            // SAFETY: `dst` is `*mut Option<Result<F::Output, JoinError>>` (caller's contract
+            // through `TaskRef::take_output`).
+            unsafe { *dst.cast::<Option<Result<F::Output, JoinError>>>() = Some(output) };
+        }
+        Stage::Running(f) => *stage = Stage::Running(f),
+        _ => {}
+    }
+}
+
+unsafe fn dealloc_fn<F: Future>(ptr: NonNull<Header>) {
+    // SAFETY: the last reference is gone; the cell was created by `Box::new` in `TaskRef::new`.
+    drop(unsafe { Box::from_raw(ptr.cast::<TaskCell<F>>().as_ptr()) });
+}
