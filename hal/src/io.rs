@@ -38,6 +38,11 @@ use crate::{Instant, IoError};
 
 /// A platform handle for an open socket or file: a file descriptor on Unix, whatever number a
 /// board's driver assigns elsewhere.
+///
+/// A handle used with a driver belongs to the caller, but the driver may keep per-handle
+/// state (a readiness driver's registration) and may switch a socket to non-blocking mode:
+/// close such a handle with [`RawOp::Close`] so the driver forgets it, or through the
+/// driver's own release method if it has one.
 pub type Fd = i32;
 
 /// Identifies an operation submitted to an [`IoDriver`] until its final completion is polled
@@ -115,7 +120,8 @@ pub enum RawOp {
         /// How many.
         len: usize,
     },
-    /// Gather-write `count` slices starting at `iov`; completes with the total count written.
+    /// Gather-write `count` slices starting at `iov`; completes with the total count written,
+    /// which may be short. On a file it writes at the current file position, like `writev(2)`.
     Writev {
         /// The socket or file.
         fd: Fd,
@@ -218,6 +224,9 @@ pub trait IoDriver {
     /// it and takes ownership of `keepalive` (the buffers the operation points into), dropping
     /// it only once the platform has finished with the operation, whether it was cancelled or
     /// completed anyway. The id is released; its waker is never woken again.
+    ///
+    /// Completions not yet returned by `poll_op` are discarded, and the driver releases what
+    /// they carry: a handle accepted for a cancelled accept is closed by the driver.
     fn cancel(&self, id: OpId, keepalive: Box<dyn Any>);
 
     /// Number of operations submitted and not yet finished (including cancelled ones whose
@@ -303,6 +312,9 @@ impl<T: 'static, D: IoDriver> Op<T, D> {
     }
 
     /// Poll for the final completion; on `Ready`, the buffers come back.
+    ///
+    /// Intermediate completions of a multishot operation are skipped, so a multishot op must
+    /// be driven by [`MultiOp`], which sees each one (an accepted handle must not be lost).
     pub fn poll_complete(&mut self, cx: &mut Context<'_>) -> Poll<(Completion, T)> {
         loop {
             if self.data.is_none() {
@@ -454,6 +466,11 @@ impl<D: IoDriver> MultiOp<D> {
 impl<B: IoBufMut, D: IoDriver> Op<B, D> {
     /// Receive into `buf` from its start, up to its capacity (`bytes_total`). After the
     /// completion, [`complete_read`] marks the received bytes initialised.
+    ///
+    /// The data is `buf[..n]` for the returned count `n`. Initialised length only grows (as in
+    /// tokio-uring and monoio): a `Vec` that already had 16 bytes still has 16 after a 2-byte
+    /// receive, so pass `Vec::with_capacity(n)` (or `clear()` a reused one) if the buffer's
+    /// length should equal the count.
     pub fn recv(driver: D, fd: Fd, buf: B) -> Result<Self, (IoError, B)> {
         // SAFETY: `stable_mut_ptr` is valid for `bytes_total` bytes of writes while `buf`
         // lives, and stays put when `buf` moves into the Op.

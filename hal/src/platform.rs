@@ -46,3 +46,26 @@ pub trait Platform {
     /// long time without parking. The default does nothing.
     fn flush(&self) {}
 }
+
+/// A shared platform is still the same platform: lets an adapter keep a handle to the core's
+/// platform (for its I/O driver) while the executor owns another.
+impl<P: Platform + ?Sized> Platform for alloc::rc::Rc<P> {
+    type Unparker = P::Unparker;
+    type Io = P::Io;
+
+    fn now(&self) -> Instant {
+        (**self).now()
+    }
+    fn park(&self, deadline: Option<Instant>) {
+        (**self).park(deadline)
+    }
+    fn unparker(&self) -> Self::Unparker {
+        (**self).unparker()
+    }
+    fn io(&self) -> &Self::Io {
+        (**self).io()
+    }
+    fn flush(&self) {
+        (**self).flush()
+    }
+}

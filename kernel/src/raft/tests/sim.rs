@@ -24,6 +24,8 @@ pub struct SimParams {
     pub partition: u64,
     pub compact: u64,
     pub membership: bool,
+    /// Lease-based reads (with clocks that tick in lockstep: the lease's clock assumption).
+    pub lease: bool,
 }
 
 struct SimNode {
@@ -90,8 +92,11 @@ fn decode_op(d: &[u8]) -> Option<(u64, u64, u64)> {
     Some((f(0)?, f(1)?, f(2)?))
 }
 
-fn sim_config(id: NodeId, seed: u64, applied: Index) -> Config {
+fn sim_config(id: NodeId, seed: u64, applied: Index, lease: bool) -> Config {
     let mut c = Config::new(id);
+    if lease {
+        c.read_only = ReadOnlyOption::LeaseBased;
+    }
     c.seed = seed ^ id.wrapping_mul(0x9E37_79B9);
     c.applied = applied;
     c.max_size_per_msg = 256;
@@ -113,12 +118,13 @@ impl Sim {
             partition: rng.below(10),
             compact: rng.below(20),
             membership: rng.below(2) == 0,
+            lease: rng.below(3) == 0,
         };
         let ids: Vec<NodeId> = (1..=p.nodes).collect();
         let mut nodes = BTreeMap::new();
         for &id in &ids {
             let disk = MemStorage::new_with_conf_state(ConfState::with_voters(ids.iter().copied()));
-            let raw = RawNode::new(sim_config(id, seed, 0), disk.clone()).ok();
+            let raw = RawNode::new(sim_config(id, seed, 0, p.lease), disk.clone()).ok();
             nodes.insert(
                 id,
                 SimNode {
@@ -283,7 +289,7 @@ impl Sim {
         let snap = n.disk.snapshot().unwrap_or_default();
         n.kv = postcard::from_bytes(&snap.data).unwrap_or_default();
         n.applied = snap.meta.index;
-        let cfg = sim_config(id, seed ^ self.now, snap.meta.index);
+        let cfg = sim_config(id, seed ^ self.now, snap.meta.index, self.p.lease);
         n.raw = Some(RawNode::new(cfg, n.disk.clone()).expect("restart"));
         self.trace.push(format!("{}: restart {id}", self.now));
     }
@@ -427,6 +433,7 @@ impl Sim {
             // Logical clocks advance together, with a little jitter (bounded drift).
             for id in &ids {
                 let ticks = match self.rng.below(20) {
+                    _ if self.p.lease => 1,
                     0 => 0,
                     1 => 2,
                     _ => 1,
