@@ -26,11 +26,11 @@ static NEXT_CORE_ID: AtomicUsize = AtomicUsize::new(1);
 
 /// The clock, erased from the platform type so free functions can read it.
 pub(crate) trait Clock {
-    fn now(&self) -> Instant;
+    fn read_clock(&self) -> Instant;
 }
 
 impl<P: seastar_hal::Platform> Clock for P {
-    fn now(&self) -> Instant {
+    fn read_clock(&self) -> Instant {
         seastar_hal::Platform::now(self)
     }
 }
@@ -148,7 +148,7 @@ pub(crate) struct Core {
 
 impl Core {
     pub(crate) fn new(clock: Rc<dyn Clock>, unparker: Box<dyn Unpark>) -> Self {
-        let now = clock.now();
+        let now = clock.read_clock();
         Core {
             id: NEXT_CORE_ID.fetch_add(1, Ordering::Relaxed) as u64,
             run_queue: RefCell::new(VecDeque::new()),
@@ -168,7 +168,7 @@ impl Core {
     }
 
     pub(crate) fn now(&self) -> Instant {
-        self.clock.now()
+        self.clock.read_clock()
     }
 
     pub(crate) fn remote(&self) -> &Arc<RemoteQueue> {
