@@ -69,10 +69,23 @@ pub struct MemStorage {
 }
 
 impl MemStorage {
-    /// Empty storage of a new cluster with the given initial membership.
+    /// Empty storage of a new cluster with the given initial membership, recorded at index 0
+    /// (the log starts at index 1). Nodes added later learn the initial membership only from
+    /// a snapshot, so prefer [`MemStorage::bootstrap`] for clusters that will grow.
     pub fn new_with_conf_state(cs: ConfState) -> Self {
         let mut s = MemStorage::default();
         s.snapshot.meta.conf_state = cs;
+        s
+    }
+
+    /// Storage of a founding member of a new cluster: a bootstrap snapshot at index 1, term 1
+    /// holds the initial membership. Every node that joins later has an empty log, is sent
+    /// that (or a later) snapshot, and so learns the membership the log builds on. Joining
+    /// nodes start from `MemStorage::default()`.
+    pub fn bootstrap(cs: ConfState) -> Self {
+        let mut s = MemStorage::default();
+        s.snapshot.meta = SnapshotMeta { index: 1, term: 1, conf_state: cs };
+        s.hard_state = HardState { term: 1, vote: None, commit: 1 };
         s
     }
 

@@ -334,7 +334,11 @@ fn poll_catching_panics<F: Future>(
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| future.poll(cx))) {
         Ok(Poll::Pending) => Poll::Pending,
         Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
-        Err(payload) => Poll::Ready(Err(JoinError::Panicked(panic_message(&payload)))),
+        Err(payload) => {
+            let message = panic_message(&payload);
+            klog!(warn, "task panicked: {}", message.as_str());
+            Poll::Ready(Err(JoinError::Panicked(message)))
+        }
     }
 }
 

@@ -57,6 +57,12 @@ impl Cluster {
         Self::from_storages(storages, mk)
     }
 
+    /// A cluster whose founders start from a bootstrap snapshot (needed when nodes join).
+    pub fn bootstrapped(ids: &[NodeId]) -> Self {
+        let storages = ids.iter().map(|&id| (id, MemStorage::bootstrap(ConfState::with_voters(ids.iter().copied())))).collect();
+        Self::from_storages(storages, cfg)
+    }
+
     pub fn from_storages(storages: Vec<(NodeId, MemStorage)>, mk: impl Fn(NodeId) -> Config) -> Self {
         let mut nodes = BTreeMap::new();
         for (id, s) in storages {

@@ -7,3 +7,4 @@ mod paper;
 mod quorum_cases;
 mod sim;
 mod hostile;
+mod features;
