@@ -337,9 +337,17 @@ impl Sim {
         }
         self.deadlines.insert(self.next_op, now + PATIENCE);
         // Clients mostly find the leader; sometimes they hit a follower (reads get forwarded).
-        let id = match self.current_leader() {
-            Some(l) if self.rng.below(10) < 7 => l,
-            _ => self.pick_node(),
+        // Any node that believes it leads may be asked (clients cannot tell a deposed leader).
+        let leaders: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.raw.as_ref().is_some_and(|r| r.role() == Role::Leader))
+            .map(|(id, _)| *id)
+            .collect();
+        let id = if !leaders.is_empty() && self.rng.below(10) < 7 {
+            leaders[self.rng.below(leaders.len() as u64) as usize]
+        } else {
+            self.pick_node()
         };
         let key = self.rng.below(4);
         let is_write = self.rng.below(2) == 0;
