@@ -84,8 +84,8 @@ pub fn stream(cmd: &mut Command, limit: Option<Duration>) -> Result<(), String> 
     match status {
         Ok(Some(status)) => check_status(&shown, status),
         Ok(None) => Err(format!(
-            "`{shown}` ran past its time limit of {} and was killed",
-            fmt_limit(limit.unwrap_or_default())
+            "`{shown}` hit the time limit after {} and was killed",
+            fmt_duration(limit.unwrap_or_default())
         )),
         Err(e) => Err(format!("`{shown}`: waiting for it failed: {e}")),
     }
@@ -268,12 +268,13 @@ pub fn fmt_limit(d: Duration) -> String {
 
 /// `0.4s`, `12.3s`, `3m 05.2s`.
 pub fn fmt_duration(d: Duration) -> String {
-    let secs = d.as_secs_f64();
-    if secs < 60.0 {
-        format!("{secs:.1}s")
+    // Round to tenths first, so 59.97 s reads `1m 00.0s`, not `60.0s` or `0m 60.0s`.
+    let tenths = (d.as_secs_f64() * 10.0).round() as u64;
+    if tenths < 600 {
+        format!("{}.{}s", tenths / 10, tenths % 10)
     } else {
-        let minutes = (secs / 60.0).floor();
-        format!("{minutes:.0}m {:04.1}s", secs - minutes * 60.0)
+        let rest = tenths % 600;
+        format!("{}m {:02}.{}s", tenths / 600, rest / 10, rest % 10)
     }
 }
 
@@ -292,6 +293,8 @@ mod tests {
     fn durations_read_well() {
         assert_eq!(fmt_duration(Duration::from_millis(420)), "0.4s");
         assert_eq!(fmt_duration(Duration::from_millis(59_940)), "59.9s");
+        assert_eq!(fmt_duration(Duration::from_millis(59_970)), "1m 00.0s");
+        assert_eq!(fmt_duration(Duration::from_millis(899_970)), "15m 00.0s");
         assert_eq!(fmt_duration(Duration::from_millis(185_200)), "3m 05.2s");
         assert_eq!(fmt_limit(Duration::from_secs(1500)), "25m");
         assert_eq!(fmt_limit(Duration::from_secs(90)), "90s");

@@ -25,8 +25,8 @@ STEPS (in order; all run by default):
     test     cargo test --workspace --no-fail-fast [-- TEST_ARGS]
     no_std   cargo build -p seastar-hal -p seastar-kernel --no-default-features
                    --target thumbv7em-none-eabihf
-    miri     cargo +nightly miri test -p seastar-kernel
-             cargo +nightly miri test -p seastar-hal --features sim
+    miri     cargo +nightly miri test -p seastar-hal --features sim
+             cargo +nightly miri test -p seastar-kernel
 
 OPTIONS:
     --step NAME    Run only this step (repeatable). The part of setup the step needs still
@@ -356,11 +356,13 @@ fn commands(name: &str, test_args: &[String]) -> Vec<Command> {
             vec![build]
         }
         "miri" => {
-            let mut kernel = run::rustup_cargo("nightly");
-            kernel.args(["miri", "test", "-p", "seastar-kernel"]);
+            // The HAL's tests are few and quick; running them first means a kernel run that
+            // uses up the step's time limit cannot hide their result.
             let mut hal = run::rustup_cargo("nightly");
             hal.args(["miri", "test", "-p", "seastar-hal", "--features", "sim"]);
-            vec![kernel, hal]
+            let mut kernel = run::rustup_cargo("nightly");
+            kernel.args(["miri", "test", "-p", "seastar-kernel"]);
+            vec![hal, kernel]
         }
         _ => Vec::new(),
     }
