@@ -1,0 +1,21 @@
+//! TCP on the current core: [`TcpListener`] (with `SO_REUSEPORT`, so every core binds the
+//! same port and accepts its own connections) and [`TcpStream`] with an owned-buffer API.
+//!
+//! Sockets are created with `std`-like synchronous calls (socket, bind, listen, options are
+//! control-plane system calls) and do their data-plane I/O through the core's platform
+//! (io_uring or mio). Errors are `std::io::Error`s with the kinds `std` gives for the same
+//! `errno` (`ConnectionRefused`, `ConnectionReset`, `TimedOut`, `AddrInUse`, ...).
+//!
+//! Everything here must be created on a runtime core (inside
+//! [`Runtime::run_on_all`](crate::Runtime::run_on_all) or
+//! [`run_on_one`](crate::Runtime::run_on_one)) and is `!Send`.
+
+mod listener;
+mod socket;
+mod stream;
+
+pub use self::listener::{Accept, ListenOptions, TcpListener, DEFAULT_BACKLOG};
+pub use self::stream::{OwnedReadHalf, OwnedWriteHalf, ReuniteError, TcpStream};
+
+#[cfg(test)]
+mod tests;

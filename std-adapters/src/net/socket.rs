@@ -1,0 +1,222 @@
+//! A socket owned by one core: its descriptor and the core's I/O handle, with the operations
+//! every TCP type shares. The stream, its halves and the listener wrap it.
+
+use std::future::poll_fn;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+use seastar_hal::buf::{IoBuf, IoBufMut};
+use seastar_hal::io::{complete_read, Op, Shutdown};
+
+use crate::buf::Slice;
+use crate::error::to_io;
+use crate::io_handle::CoreIo;
+use crate::sys;
+
+/// `writev` hands at most this many buffers to the kernel at once (`UIO_MAXIOV`).
+const IOV_MAX: usize = 1024;
+
+/// An open socket on this core. Dropping it closes the descriptor without blocking, after
+/// making the driver forget it (see [`CoreIo::before_close`]).
+#[derive(Debug)]
+pub(crate) struct Socket {
+    fd: OwnedFd,
+    io: CoreIo,
+}
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        self.io.before_close(self.fd.as_raw_fd());
+        // `fd` (an `OwnedFd`) closes itself when the fields drop, right after this.
+    }
+}
+
+impl Socket {
+    pub(crate) fn new(fd: OwnedFd, io: CoreIo) -> Self {
+        Socket { fd, io }
+    }
+
+    pub(crate) fn raw(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    pub(crate) fn io(&self) -> &CoreIo {
+        &self.io
+    }
+
+    pub(crate) fn local_addr(&self) -> io::Result<SocketAddr> {
+        sys::local_addr(self.raw())
+    }
+
+    pub(crate) fn peer_addr(&self) -> io::Result<SocketAddr> {
+        sys::peer_addr(self.raw())
+    }
+
+    pub(crate) fn set_nodelay(&self, on: bool) -> io::Result<()> {
+        sys::set_nodelay(&self.fd, on)
+    }
+
+    pub(crate) fn nodelay(&self) -> io::Result<bool> {
+        sys::nodelay(&self.fd)
+    }
+
+    pub(crate) fn set_linger(&self, linger: Option<Duration>) -> io::Result<()> {
+        sys::set_linger(&self.fd, linger)
+    }
+
+    pub(crate) fn linger(&self) -> io::Result<Option<Duration>> {
+        sys::linger(&self.fd)
+    }
+
+    pub(crate) fn set_ttl(&self, ttl: u32) -> io::Result<()> {
+        sys::set_ttl(&self.fd, ttl)
+    }
+
+    /// Connect this (fresh) socket to `addr`.
+    pub(crate) async fn connect(&self, addr: SocketAddr) -> io::Result<()> {
+        let mut op = Op::connect(self.io.clone(), self.raw(), addr).map_err(to_io)?;
+        let (c, ()) = poll_fn(|cx| op.poll_complete(cx)).await;
+        c.result.map(drop).map_err(to_io)
+    }
+
+    /// One receive into `buf` (from its start, up to its capacity).
+    /// A zero-capacity buffer gives `Ok(0)` at once (the kernel would wait for data).
+    pub(crate) async fn read<B: IoBufMut>(&self, buf: B) -> (io::Result<usize>, B) {
+        if buf.bytes_total() == 0 {
+            return (Ok(0), buf);
+        }
+        let mut op = match Op::recv(self.io.clone(), self.raw(), buf) {
+            Ok(op) => op,
+            Err((e, buf)) => return (Err(to_io(e)), buf),
+        };
+        let (c, mut buf) = poll_fn(|cx| op.poll_complete(cx)).await;
+        let res = complete_read(&c, &mut buf).map_err(to_io);
+        (res, buf)
+    }
+
+    /// One send of `buf`'s initialised bytes; the count may be short.
+    /// An empty buffer gives `Ok(0)` at once.
+    pub(crate) async fn write<B: IoBuf>(&self, buf: B) -> (io::Result<usize>, B) {
+        if buf.bytes_init() == 0 {
+            return (Ok(0), buf);
+        }
+        let mut op = match Op::send(self.io.clone(), self.raw(), buf) {
+            Ok(op) => op,
+            Err((e, buf)) => return (Err(to_io(e)), buf),
+        };
+        let (c, buf) = poll_fn(|cx| op.poll_complete(cx)).await;
+        (c.result.map(|n| n as usize).map_err(to_io), buf)
+    }
+
+    /// Send all of `buf`'s initialised bytes, resuming after short sends.
+    pub(crate) async fn write_all<B: IoBuf>(&self, buf: B) -> (io::Result<()>, B) {
+        let mut slice = Slice::new(buf, ..);
+        while slice.bytes_init() > 0 {
+            let (res, s) = self.write(slice).await;
+            slice = s;
+            match res {
+                Ok(0) => return (Err(write_zero()), slice.into_inner()),
+                Ok(n) => slice.advance(n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return (Err(e), slice.into_inner()),
+            }
+        }
+        (Ok(()), slice.into_inner())
+    }
+
+    /// One gather write of the buffers' initialised bytes, in order; the count may be short.
+    /// Only the first [`IOV_MAX`] buffers go out (the kernel refuses more in one call; this
+    /// way both backends behave alike: a short count).
+    pub(crate) async fn writev<B: IoBuf>(&self, mut bufs: Vec<B>) -> (io::Result<usize>, Vec<B>) {
+        let rest = if bufs.len() > IOV_MAX {
+            bufs.split_off(IOV_MAX)
+        } else {
+            Vec::new()
+        };
+        let (res, mut bufs) = self.writev_batch(bufs).await;
+        bufs.extend(rest);
+        (res, bufs)
+    }
+
+    /// One gather write of all of `bufs` (at most [`IOV_MAX`]).
+    async fn writev_batch<B: IoBuf>(&self, bufs: Vec<B>) -> (io::Result<usize>, Vec<B>) {
+        let mut op = match Op::writev(self.io.clone(), self.raw(), bufs) {
+            Ok(op) => op,
+            Err((e, bufs)) => return (Err(to_io(e)), bufs),
+        };
+        let (c, gather) = poll_fn(|cx| op.poll_complete(cx)).await;
+        (
+            c.result.map(|n| n as usize).map_err(to_io),
+            gather.into_inner(),
+        )
+    }
+
+    /// Gather-write everything, resuming after short writes, at most [`IOV_MAX`] buffers per
+    /// system call.
+    pub(crate) async fn writev_all<B: IoBuf>(&self, bufs: Vec<B>) -> (io::Result<()>, Vec<B>) {
+        let mut slices: Vec<Slice<B>> = bufs.into_iter().map(|b| Slice::new(b, ..)).collect();
+        // Slices before `first` are fully written.
+        let mut first = 0;
+        let mut result = Ok(());
+        loop {
+            while slices.get(first).is_some_and(|s| s.bytes_init() == 0) {
+                first += 1;
+            }
+            if first == slices.len() {
+                break;
+            }
+            // Take out the batch to send, put it back after.
+            let mut batch = slices.split_off(first);
+            let rest = if batch.len() > IOV_MAX {
+                batch.split_off(IOV_MAX)
+            } else {
+                Vec::new()
+            };
+            let (res, mut batch) = self.writev_batch(batch).await;
+            let n = match res {
+                Ok(0) => Err(write_zero()),
+                Ok(n) => Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
+                Err(e) => Err(e),
+            };
+            if let Ok(mut n) = n {
+                for s in &mut batch {
+                    let step = n.min(s.bytes_init());
+                    s.advance(step);
+                    n -= step;
+                    if n == 0 {
+                        break;
+                    }
+                }
+            }
+            slices.append(&mut batch);
+            slices.extend(rest);
+            if let Err(e) = n {
+                result = Err(e);
+                break;
+            }
+        }
+        (result, slices.into_iter().map(Slice::into_inner).collect())
+    }
+
+    /// Shut down one or both directions.
+    pub(crate) async fn shutdown(&self, how: std::net::Shutdown) -> io::Result<()> {
+        let how = match how {
+            std::net::Shutdown::Read => Shutdown::Read,
+            std::net::Shutdown::Write => Shutdown::Write,
+            std::net::Shutdown::Both => Shutdown::Both,
+        };
+        let mut op = Op::shutdown(self.io.clone(), self.raw(), how).map_err(to_io)?;
+        let (c, ()) = poll_fn(|cx| op.poll_complete(cx)).await;
+        c.result.map(drop).map_err(to_io)
+    }
+}
+
+fn write_zero() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::WriteZero,
+        "the socket accepted no more bytes",
+    )
+}

@@ -1,0 +1,248 @@
+//! [`TcpStream`] and its owned halves.
+
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use seastar_hal::buf::{IoBuf, IoBufMut};
+
+use super::socket::Socket;
+use crate::io_handle;
+use crate::sys;
+
+/// A TCP connection on this core, with an owned-buffer API: each operation takes its buffer
+/// by value and hands it back with the result (`(io::Result<T>, B)`), so io_uring can use the
+/// memory while the operation is in flight, and dropping the future cancels it safely.
+///
+/// Methods take `&self`: a read and a write may be in flight at once from different tasks
+/// (share the stream through an `Rc`, or [`into_split`](Self::into_split) it). Two reads (or
+/// two writes) in flight at once on one stream may complete in any order on io_uring.
+///
+/// The stream is `!Send`: it belongs to the core that created it. Dropping it closes the
+/// socket without blocking; operations still in flight are cancelled first (their futures
+/// borrow the stream, so they are gone by then).
+///
+/// ```no_run
+/// # async fn f() -> std::io::Result<()> {
+/// use seastar::net::TcpStream;
+/// let stream = TcpStream::connect("127.0.0.1:7000".parse().unwrap()).await?;
+/// let (res, buf) = stream.write_all(b"hello".to_vec()).await;
+/// res?;
+/// let (res, buf) = stream.read(buf).await; // reuses the allocation; data is buf[..n]
+/// let n = res?;
+/// # let _ = (n, buf); Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct TcpStream {
+    sock: Rc<Socket>,
+}
+
+impl TcpStream {
+    pub(crate) fn from_socket(sock: Socket) -> Self {
+        TcpStream {
+            sock: Rc::new(sock),
+        }
+    }
+
+    /// Connect to `addr`. Must run on a runtime core.
+    ///
+    /// Errors: `ConnectionRefused` when nothing listens there, `TimedOut` when the kernel
+    /// gives up, and the other `std::io::ErrorKind`s `connect(2)` maps to.
+    pub async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
+        let io = io_handle::current()?;
+        let sock = Socket::new(sys::tcp_socket(&addr)?, io);
+        sock.connect(addr).await?;
+        Ok(TcpStream::from_socket(sock))
+    }
+
+    /// [`connect`](Self::connect), giving up with `io::ErrorKind::TimedOut` after `limit`.
+    pub async fn connect_timeout(addr: SocketAddr, limit: Duration) -> io::Result<TcpStream> {
+        match crate::time::timeout(limit, Self::connect(addr)).await {
+            Ok(res) => res,
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("connecting to {addr} took longer than {limit:?}"),
+            )),
+        }
+    }
+
+    /// Receive into `buf`, from its start up to its capacity. `Ok(n)`: the data is `buf[..n]`;
+    /// `Ok(0)` is the end of the stream, or a zero-capacity buffer (which returns at once). A `Vec`'s length grows
+    /// to cover the received bytes (it never shrinks: `clear()` a reused buffer first if its
+    /// length should be the count).
+    pub async fn read<B: IoBufMut>(&self, buf: B) -> (io::Result<usize>, B) {
+        self.sock.read(buf).await
+    }
+
+    /// Send `buf`'s initialised bytes (a `Vec`'s `len()`) once; the count may be short.
+    pub async fn write<B: IoBuf>(&self, buf: B) -> (io::Result<usize>, B) {
+        self.sock.write(buf).await
+    }
+
+    /// Send all of `buf`'s initialised bytes. Fails with `BrokenPipe` or `ConnectionReset`
+    /// when the peer has gone (no `SIGPIPE` is raised).
+    pub async fn write_all<B: IoBuf>(&self, buf: B) -> (io::Result<()>, B) {
+        self.sock.write_all(buf).await
+    }
+
+    /// Send the buffers' initialised bytes in order with one gather write; the count may be
+    /// short. Only the first 1024 buffers (`UIO_MAXIOV`) go out in one call; all of them
+    /// come back.
+    pub async fn writev<B: IoBuf>(&self, bufs: Vec<B>) -> (io::Result<usize>, Vec<B>) {
+        self.sock.writev(bufs).await
+    }
+
+    /// Send all the buffers' bytes in order, with as few gather writes as the socket allows
+    /// (any number of buffers).
+    pub async fn writev_all<B: IoBuf>(&self, bufs: Vec<B>) -> (io::Result<()>, Vec<B>) {
+        self.sock.writev_all(bufs).await
+    }
+
+    /// Shut down the reading side, the writing side (the peer reads end of stream), or both.
+    /// Await writes before shutting down writing.
+    pub async fn shutdown(&self, how: std::net::Shutdown) -> io::Result<()> {
+        self.sock.shutdown(how).await
+    }
+
+    /// Set `TCP_NODELAY` (disable Nagle's algorithm).
+    pub fn set_nodelay(&self, on: bool) -> io::Result<()> {
+        self.sock.set_nodelay(on)
+    }
+
+    /// Whether `TCP_NODELAY` is set.
+    pub fn nodelay(&self) -> io::Result<bool> {
+        self.sock.nodelay()
+    }
+
+    /// Set `SO_LINGER`. `Some(Duration::ZERO)` makes dropping the stream reset the connection
+    /// (the peer sees `ConnectionReset`) instead of closing it gracefully.
+    pub fn set_linger(&self, linger: Option<Duration>) -> io::Result<()> {
+        self.sock.set_linger(linger)
+    }
+
+    /// The `SO_LINGER` setting.
+    pub fn linger(&self) -> io::Result<Option<Duration>> {
+        self.sock.linger()
+    }
+
+    /// Set the IP time-to-live of outgoing packets.
+    pub fn set_ttl(&self, ttl: u32) -> io::Result<()> {
+        self.sock.set_ttl(ttl)
+    }
+
+    /// The remote address.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.sock.peer_addr()
+    }
+
+    /// The local address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.sock.local_addr()
+    }
+
+    /// Split into a read half and a write half that can be used from different tasks. The
+    /// socket closes when both are dropped (dropping the write half does not shut down
+    /// writing: call [`OwnedWriteHalf::shutdown`] for that).
+    pub fn into_split(self) -> (OwnedReadHalf, OwnedWriteHalf) {
+        (
+            OwnedReadHalf {
+                sock: self.sock.clone(),
+            },
+            OwnedWriteHalf { sock: self.sock },
+        )
+    }
+}
+
+/// The reading half of a [`TcpStream`], from [`TcpStream::into_split`].
+#[derive(Debug)]
+pub struct OwnedReadHalf {
+    sock: Rc<Socket>,
+}
+
+/// The writing half of a [`TcpStream`], from [`TcpStream::into_split`].
+#[derive(Debug)]
+pub struct OwnedWriteHalf {
+    sock: Rc<Socket>,
+}
+
+/// [`OwnedReadHalf::reunite`] was given halves of two different streams; here they are back.
+#[derive(Debug)]
+pub struct ReuniteError(pub OwnedReadHalf, pub OwnedWriteHalf);
+
+impl std::fmt::Display for ReuniteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("tried to reunite halves of different streams")
+    }
+}
+
+impl std::error::Error for ReuniteError {}
+
+impl OwnedReadHalf {
+    /// As [`TcpStream::read`].
+    pub async fn read<B: IoBufMut>(&self, buf: B) -> (io::Result<usize>, B) {
+        self.sock.read(buf).await
+    }
+
+    /// The remote address.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.sock.peer_addr()
+    }
+
+    /// The local address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.sock.local_addr()
+    }
+
+    /// Put the stream back together with its write half.
+    pub fn reunite(self, other: OwnedWriteHalf) -> Result<TcpStream, ReuniteError> {
+        if Rc::ptr_eq(&self.sock, &other.sock) {
+            drop(other);
+            Ok(TcpStream { sock: self.sock })
+        } else {
+            Err(ReuniteError(self, other))
+        }
+    }
+}
+
+impl OwnedWriteHalf {
+    /// As [`TcpStream::write`].
+    pub async fn write<B: IoBuf>(&self, buf: B) -> (io::Result<usize>, B) {
+        self.sock.write(buf).await
+    }
+
+    /// As [`TcpStream::write_all`].
+    pub async fn write_all<B: IoBuf>(&self, buf: B) -> (io::Result<()>, B) {
+        self.sock.write_all(buf).await
+    }
+
+    /// As [`TcpStream::writev`].
+    pub async fn writev<B: IoBuf>(&self, bufs: Vec<B>) -> (io::Result<usize>, Vec<B>) {
+        self.sock.writev(bufs).await
+    }
+
+    /// As [`TcpStream::writev_all`].
+    pub async fn writev_all<B: IoBuf>(&self, bufs: Vec<B>) -> (io::Result<()>, Vec<B>) {
+        self.sock.writev_all(bufs).await
+    }
+
+    /// As [`TcpStream::shutdown`]; `Shutdown::Write` half-closes the connection.
+    pub async fn shutdown(&self, how: std::net::Shutdown) -> io::Result<()> {
+        self.sock.shutdown(how).await
+    }
+
+    /// As [`TcpStream::set_nodelay`].
+    pub fn set_nodelay(&self, on: bool) -> io::Result<()> {
+        self.sock.set_nodelay(on)
+    }
+
+    /// The remote address.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.sock.peer_addr()
+    }
+
+    /// The local address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.sock.local_addr()
+    }
+}

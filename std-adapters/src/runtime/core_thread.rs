@@ -1,0 +1,291 @@
+//! The body of a core's thread, and how the cores of one `run_*` call stop together.
+//!
+//! ```text
+//!  run_cores ──spawn_scoped──> core i: pin ─> platform (ON this thread) ─> install CoreIo
+//!      │                               ─> Executor::new(platform) ─> block_on(Abortable(fut))
+//!      │                                        │ root future returns ─> Ok(T)
+//!      │                                        │ panic / setup error  ─> ExitGuard aborts the
+//!      │                                        │                         others (flag + wake)
+//!      └─ join all: Vec<T>, or the first real error (a panic beats "stopped because ...").
+//! ```
+
+use std::any::Any;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::task::{Context, Poll, Waker};
+use std::thread;
+
+use seastar_hal::Platform;
+use seastar_hal_linux::{UringConfig, UringPlatform};
+use seastar_hal_mio::MioPlatform;
+use seastar_kernel::executor::Executor;
+
+use super::Backend;
+use crate::error::Error;
+use crate::io_handle::{self, CoreIo};
+
+/// Shared by the cores of one `run_*` call: when one fails, the others stop.
+pub(crate) struct Coordinator {
+    aborted: AtomicBool,
+    /// The root-future waker of each core, to wake it when aborting.
+    wakers: Mutex<Vec<Option<Waker>>>,
+}
+
+impl Coordinator {
+    pub(crate) fn new(cores: usize) -> Self {
+        Coordinator {
+            aborted: AtomicBool::new(false),
+            wakers: Mutex::new(vec![None; cores]),
+        }
+    }
+
+    fn abort(&self) {
+        if self.aborted.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let wakers: Vec<Waker> = match self.wakers.lock() {
+            Ok(mut w) => w.iter_mut().filter_map(Option::take).collect(),
+            Err(poisoned) => poisoned
+                .into_inner()
+                .iter_mut()
+                .filter_map(Option::take)
+                .collect(),
+        };
+        for w in wakers {
+            w.wake();
+        }
+    }
+
+    fn is_aborted(&self) -> bool {
+        self.aborted.load(Ordering::Acquire)
+    }
+
+    fn register(&self, core: usize, waker: &Waker) {
+        let mut slots = match self.wakers.lock() {
+            Ok(w) => w,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(slot) = slots.get_mut(core) {
+            *slot = Some(waker.clone());
+        }
+    }
+}
+
+/// Aborts the other cores unless disarmed: on a panic (during unwinding) or an early error.
+struct ExitGuard<'a> {
+    coord: &'a Coordinator,
+    armed: bool,
+}
+
+impl Drop for ExitGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.coord.abort();
+        }
+    }
+}
+
+/// The user's root future, which gives up (`None`) when another core failed.
+struct Abortable<'a, F> {
+    fut: Pin<Box<F>>,
+    coord: &'a Coordinator,
+    core: usize,
+    registered: Option<Waker>,
+}
+
+impl<F: Future> Future for Abortable<'_, F> {
+    type Output = Option<F::Output>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        if this.coord.is_aborted() {
+            return Poll::Ready(None);
+        }
+        if !this
+            .registered
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            this.coord.register(this.core, cx.waker());
+            this.registered = Some(cx.waker().clone());
+            // An abort between the check and the registration would have missed this waker.
+            if this.coord.is_aborted() {
+                return Poll::Ready(None);
+            }
+        }
+        this.fut.as_mut().poll(cx).map(Some)
+    }
+}
+
+/// What a core thread needs to know.
+pub(crate) struct CoreSpec<'a> {
+    pub(crate) core: usize,
+    pub(crate) cpu: Option<usize>,
+    pub(crate) backend: Backend,
+    pub(crate) uring: &'a UringConfig,
+    pub(crate) coord: &'a Coordinator,
+}
+
+/// Why a core produced no value.
+pub(crate) enum CoreFailure {
+    /// Its own failure.
+    Failed(Error),
+    /// Stopped because another core failed.
+    Aborted,
+}
+
+/// The body of a core's thread: pin, build the platform here, run `start()`'s future.
+pub(crate) fn core_main<S, Fut>(spec: CoreSpec<'_>, start: S) -> Result<Fut::Output, CoreFailure>
+where
+    S: FnOnce() -> Fut,
+    Fut: Future,
+{
+    let mut guard = ExitGuard {
+        coord: spec.coord,
+        armed: true,
+    };
+    let core = spec.core;
+    if let Some(cpu) = spec.cpu {
+        sys_pin(core, cpu)?;
+    }
+    let platform_err = |backend, source| {
+        CoreFailure::Failed(Error::Platform {
+            core,
+            backend,
+            source,
+        })
+    };
+    let out = match spec.backend {
+        Backend::IoUring => {
+            let p = Rc::new(
+                UringPlatform::new(spec.uring.clone())
+                    .map_err(|e| platform_err(Backend::IoUring, e))?,
+            );
+            run_executor(&spec, p.clone(), CoreIo::Uring(p), start)
+        }
+        Backend::Mio => {
+            let p = Rc::new(MioPlatform::new().map_err(|e| platform_err(Backend::Mio, e))?);
+            run_executor(&spec, p.clone(), CoreIo::Mio(p), start)
+        }
+        Backend::Auto => Err(CoreFailure::Failed(Error::Config(
+            "internal: Auto reached a core unresolved".into(),
+        ))),
+    }?;
+    guard.armed = false;
+    Ok(out)
+}
+
+fn sys_pin(core: usize, cpu: usize) -> Result<(), CoreFailure> {
+    crate::sys::pin_current_thread(cpu)
+        .map_err(|source| CoreFailure::Failed(Error::Pin { core, cpu, source }))
+}
+
+fn run_executor<P, S, Fut>(
+    spec: &CoreSpec<'_>,
+    platform: P,
+    io: CoreIo,
+    start: S,
+) -> Result<Fut::Output, CoreFailure>
+where
+    P: Platform + 'static,
+    S: FnOnce() -> Fut,
+    Fut: Future,
+{
+    // Dropped last: the executor's shutdown drops tasks whose sockets reach the handle.
+    let _installed = io_handle::install(spec.core, io);
+    let mut executor = Executor::new(platform);
+    let root = Abortable {
+        fut: Box::pin(start()),
+        coord: spec.coord,
+        core: spec.core,
+        registered: None,
+    };
+    let res = executor.block_on(root);
+    drop(executor);
+    match res {
+        Ok(Some(out)) => Ok(out),
+        Ok(None) => Err(CoreFailure::Aborted),
+        Err(e) => Err(CoreFailure::Failed(Error::Config(e.to_string()))),
+    }
+}
+
+/// The message of a panic payload.
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(a panic payload that is not a string)".to_owned()
+    }
+}
+
+/// Run one thread per starter (core `i` runs `starters[i]`), wait for all, collect.
+pub(crate) fn run_cores<S, Fut>(
+    backend: Backend,
+    uring: &UringConfig,
+    cpus: Option<&[usize]>,
+    starters: Vec<S>,
+) -> Result<Vec<Fut::Output>, Error>
+where
+    S: FnOnce() -> Fut + Send,
+    Fut: Future,
+    Fut::Output: Send,
+{
+    let coord = Coordinator::new(starters.len());
+    let outcomes: Vec<Result<Fut::Output, CoreFailure>> = thread::scope(|scope| {
+        let mut handles = Vec::with_capacity(starters.len());
+        for (core, start) in starters.into_iter().enumerate() {
+            let spec = CoreSpec {
+                core,
+                cpu: cpus.and_then(|c| c.get(core).copied()),
+                backend,
+                uring,
+                coord: &coord,
+            };
+            let spawned = thread::Builder::new()
+                .name(format!("seastar-core-{core}"))
+                .spawn_scoped(scope, move || core_main(spec, start));
+            match spawned {
+                Ok(h) => handles.push(Ok(h)),
+                Err(source) => {
+                    coord.abort();
+                    handles.push(Err(Error::Thread { core, source }));
+                }
+            }
+        }
+        handles
+            .into_iter()
+            .enumerate()
+            .map(|(core, h)| match h {
+                Ok(h) => match h.join() {
+                    Ok(r) => r,
+                    Err(payload) => Err(CoreFailure::Failed(Error::Panicked {
+                        core,
+                        message: panic_message(&*payload),
+                    })),
+                },
+                Err(e) => Err(CoreFailure::Failed(e)),
+            })
+            .collect()
+    });
+    let mut values = Vec::with_capacity(outcomes.len());
+    let mut aborted = None;
+    for (core, o) in outcomes.into_iter().enumerate() {
+        match o {
+            Ok(v) => values.push(v),
+            Err(CoreFailure::Failed(e)) => return Err(e),
+            Err(CoreFailure::Aborted) => aborted = aborted.or(Some(core)),
+        }
+    }
+    match aborted {
+        // Unreachable in practice (an abort always has a failed core behind it), but say so.
+        Some(core) => Err(Error::Config(format!(
+            "core {core} was stopped, but no core reported a failure"
+        ))),
+        None => Ok(values),
+    }
+}
