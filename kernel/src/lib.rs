@@ -15,6 +15,7 @@ mod log;
 
 pub mod executor;
 pub mod raft;
+pub mod smp;
 pub mod sync;
 pub mod task;
 pub mod time;

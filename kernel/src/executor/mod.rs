@@ -8,7 +8,10 @@
 //! 3. park on the platform: with the next timer deadline when there is nothing to run, or
 //!    without blocking when tasks are still ready (so I/O completions are collected at least
 //!    once per quota);
-//! 4. fire due timers and take in wakes that other threads sent; repeat.
+//! 4. fire due timers, take in wakes that other threads sent and, with an smp endpoint
+//!    attached ([`Executor::attach_smp`]), messages from other cores; repeat. Cross-core
+//!    messages are published right before step 3, and a blocking park first re-checks the
+//!    incoming rings.
 
 use alloc::boxed::Box;
 use alloc::rc::Rc;
@@ -28,8 +31,9 @@ mod stats;
 
 pub(crate) use self::percore::RemoteQueue;
 use self::percore::{Clock, Core};
-use self::stats::Stats;
 pub use self::stats::ExecutorStats;
+use self::stats::Stats;
+use crate::smp::{CoreSmp, SmpEndpoint, SmpError};
 use crate::task::{JoinHandle, NoExecutor};
 use crate::time::wheel::TimerWheel;
 
@@ -118,6 +122,18 @@ impl<P: Platform + 'static> Executor<P> {
         &self.platform
     }
 
+    /// Connect this core to the cross-core message system: registers the platform's
+    /// unparker as this core's doorbell and makes the loop drain the endpoint's incoming
+    /// rings every iteration (see [`crate::smp`]). Call once, before `block_on`.
+    pub fn attach_smp(&mut self, endpoint: SmpEndpoint) -> Result<(), SmpError> {
+        if self.core.smp().is_some() {
+            return Err(SmpError::AlreadyAttached);
+        }
+        endpoint.register_unparker(Box::new(self.platform.unparker()));
+        self.core.set_smp(Rc::new(CoreSmp::new(endpoint)));
+        Ok(())
+    }
+
     /// Spawn a task; it runs once the executor runs (`block_on`).
     pub fn spawn<F: Future + 'static>(&self, future: F) -> JoinHandle<F::Output> {
         self.core.spawn(None, future)
@@ -140,6 +156,8 @@ impl<P: Platform + 'static> Executor<P> {
         let mut cx = Context::from_waker(&waker);
         let mut future = pin!(future);
         let core = &self.core;
+        // Attaching needs `&mut self`, so this cannot change while the loop runs.
+        let smp = core.smp();
         loop {
             Stats::bump(&core.stats.loop_iterations, 1);
             if root.woken.swap(false, Ordering::AcqRel) {
@@ -150,16 +168,30 @@ impl<P: Platform + 'static> Executor<P> {
             self.run_tasks(&root.woken);
             let idle = core.run_queue_len() == 0 && !root.woken.load(Ordering::Acquire);
             // With work pending, park only to collect completions without blocking.
-            let deadline = if idle {
+            let mut deadline = if idle {
                 core.next_timer()
             } else {
                 Some(Instant::ZERO)
             };
+            // Publish this iteration's cross-core messages; before a blocking park, announce
+            // the sleep and re-check the rings (the doorbell protocol in `smp`'s docs).
+            if let Some(smp) = &smp {
+                if !smp.before_park(deadline != Some(Instant::ZERO)) {
+                    deadline = Some(Instant::ZERO);
+                }
+            }
             Stats::bump(&core.stats.parks, 1);
             self.platform.park(deadline);
+            if let Some(smp) = &smp {
+                smp.after_park();
+            }
             let fired = core.fire_timers(self.platform.now());
             Stats::bump(&core.stats.timers_fired, fired as u64);
             core.drain_remote();
+            // Take in messages from other cores (spawning their work, completing replies).
+            if let Some(smp) = &smp {
+                smp.poll();
+            }
         }
     }
 

@@ -144,6 +144,8 @@ pub(crate) struct Core {
     clock: Rc<dyn Clock>,
     next_task_id: Cell<u64>,
     pub(crate) stats: Stats,
+    /// Cross-core messaging, once an endpoint is attached (`Executor::attach_smp`).
+    smp: RefCell<Option<Rc<crate::smp::CoreSmp>>>,
 }
 
 impl Core {
@@ -160,6 +162,7 @@ impl Core {
             clock,
             next_task_id: Cell::new(1),
             stats: Stats::default(),
+            smp: RefCell::new(None),
         }
     }
 
@@ -175,7 +178,20 @@ impl Core {
         &self.remote
     }
 
-    pub(crate) fn spawn<F>(&self, name: Option<Cow<'static, str>>, future: F) -> JoinHandle<F::Output>
+    /// This core's cross-core messaging state, if attached.
+    pub(crate) fn smp(&self) -> Option<Rc<crate::smp::CoreSmp>> {
+        self.smp.borrow().clone()
+    }
+
+    pub(crate) fn set_smp(&self, smp: Rc<crate::smp::CoreSmp>) {
+        *self.smp.borrow_mut() = Some(smp);
+    }
+
+    pub(crate) fn spawn<F>(
+        &self,
+        name: Option<Cow<'static, str>>,
+        future: F,
+    ) -> JoinHandle<F::Output>
     where
         F: Future + 'static,
     {
@@ -191,7 +207,9 @@ impl Core {
             },
         );
         self.registry.borrow_mut().insert(task.clone());
-        self.stats.tasks_spawned.set(self.stats.tasks_spawned.get() + 1);
+        self.stats
+            .tasks_spawned
+            .set(self.stats.tasks_spawned.get() + 1);
         let handle = JoinHandle::new(task.clone());
         self.schedule(task);
         handle
@@ -304,6 +322,24 @@ impl Core {
     /// Drop every task's future (on this, the owner thread) and stop accepting remote wakes.
     /// Futures dropped here may spawn or wake others; repeat until nothing is left.
     pub(crate) fn shutdown(&self) {
+        self.drop_all_tasks();
+        // Cross-core messaging closes after the tasks (a dropped task still answers its
+        // requester with "cancelled") and before a last sweep (dropping the core's sharded
+        // service instances may spawn or wake tasks). It stays reachable while it shuts
+        // down, so instance destructors still see their core (`smp::current_core`); sends
+        // from them fail quietly.
+        if let Some(smp) = self.smp() {
+            smp.shutdown();
+            drop(self.smp.borrow_mut().take());
+            self.drop_all_tasks();
+        }
+        self.run_queue.borrow_mut().clear();
+        drop(self.remote.close());
+        self.remote_buf.borrow_mut().clear();
+    }
+
+    /// Drop every task's future; repeat while dropping them creates new ones.
+    fn drop_all_tasks(&self) {
         loop {
             let tasks = self.registry.borrow_mut().take_all();
             if tasks.is_empty() {
@@ -321,8 +357,5 @@ impl Core {
                 task.wake_join_waker();
             }
         }
-        self.run_queue.borrow_mut().clear();
-        drop(self.remote.close());
-        self.remote_buf.borrow_mut().clear();
     }
 }

@@ -206,7 +206,10 @@ fn a_task_that_always_wakes_itself_cannot_starve_others() {
     .expect("runs");
     // Round-robin: the hog got about one poll per worker poll, not unbounded time.
     let s = spins.get();
-    assert!((90..=110).contains(&s), "hog ran {s} times during 100 worker polls");
+    assert!(
+        (90..=110).contains(&s),
+        "hog ran {s} times during 100 worker polls"
+    );
 }
 
 #[test]

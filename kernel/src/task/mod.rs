@@ -56,7 +56,9 @@ pub struct JoinHandle<T> {
 
 impl<T> core::fmt::Debug for JoinHandle<T> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("JoinHandle").field("task", &self.task).finish()
+        f.debug_struct("JoinHandle")
+            .field("task", &self.task)
+            .finish()
     }
 }
 
@@ -180,7 +182,10 @@ impl Builder {
     }
 
     /// Spawn on the current core.
-    pub fn try_spawn<F: Future + 'static>(self, future: F) -> Result<JoinHandle<F::Output>, NoExecutor> {
+    pub fn try_spawn<F: Future + 'static>(
+        self,
+        future: F,
+    ) -> Result<JoinHandle<F::Output>, NoExecutor> {
         context::with_current(|core| core.spawn(self.name, future)).ok_or(NoExecutor)
     }
 

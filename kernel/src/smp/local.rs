@@ -1,0 +1,633 @@
+//! The core-local side of cross-core messaging: an attached endpoint, its overflow queues,
+//! the slab of pending replies, the registry of [`Sharded`](super::Sharded) instances and the
+//! statistics. Owned by one core's executor and touched only on that core's thread.
+
+use alloc::boxed::Box;
+use alloc::collections::{BTreeMap, VecDeque};
+use alloc::rc::Rc;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::any::Any;
+use core::cell::{Cell, RefCell};
+use core::sync::atomic::{fence, Ordering};
+use core::task::{Context, Poll, Waker};
+
+use super::ring::{Consumer, Producer};
+use super::{Doorbell, Msg, SmpEndpoint, SmpError, SmpStats};
+use crate::executor::context;
+
+/// Run `f` with the current core's smp state, if there is one.
+pub(crate) fn with_smp<R>(f: impl FnOnce(&CoreSmp) -> R) -> Option<R> {
+    let smp = context::with_current(|c| c.smp()).flatten()?;
+    Some(f(&smp))
+}
+
+/// The current core's smp state.
+pub(crate) fn current() -> Result<Rc<CoreSmp>, SmpError> {
+    context::with_current(|c| c.smp())
+        .flatten()
+        .ok_or(SmpError::NotAttached)
+}
+
+/// Close one core's links in the order the others rely on: producers first (their drop
+/// publishes the last replies), then consumers (their `closed` flag is what peers check; a
+/// peer that sees it and then drains will find every reply). Then wake everyone, so a peer
+/// sleeping on a reply notices.
+pub(crate) fn close_links(
+    index: usize,
+    tx: &mut Vec<Option<Producer<Msg>>>,
+    rx: &mut Vec<Option<Consumer<Msg>>>,
+    doorbells: &[Doorbell],
+) {
+    if tx.is_empty() && rx.is_empty() {
+        return;
+    }
+    tx.clear();
+    rx.clear();
+    // Order the closes before the peers' sleeping checks (same pairing as a publish).
+    fence(Ordering::SeqCst);
+    for (j, bell) in doorbells.iter().enumerate() {
+        if j != index {
+            bell.ring();
+        }
+    }
+    // Nobody may wake a dead core; also drops the platform's handle on this thread.
+    *doorbells[index].unparker.lock() = None;
+}
+
+/// Identifies a pending reply on the caller's core: slab index plus a generation, so a reply
+/// for a slot that was freed and reused can never complete the wrong request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ReplyId {
+    index: u32,
+    gen: u32,
+}
+
+enum SlotState {
+    Free,
+    /// The caller awaits; the waker of its last poll.
+    Waiting(Option<Waker>),
+    /// The reply arrived: a boxed `Result<T, SmpError>`.
+    Done(Box<dyn Any + Send>),
+    /// No reply will come.
+    Failed(SmpError),
+    /// The caller's future was dropped; the reply is dropped on arrival.
+    Abandoned,
+}
+
+struct Slot {
+    gen: u32,
+    /// The core that will answer.
+    from: usize,
+    state: SlotState,
+}
+
+#[derive(Default)]
+struct Slab {
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+}
+
+impl Slab {
+    fn insert(&mut self, from: usize) -> ReplyId {
+        let index = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.slots.push(Slot {
+                    gen: 0,
+                    from,
+                    state: SlotState::Free,
+                });
+                // More than 4 billion outstanding requests on one core is not a real program.
+                u32::try_from(self.slots.len() - 1).unwrap_or(u32::MAX)
+            }
+        };
+        let slot = &mut self.slots[index as usize];
+        slot.gen = slot.gen.wrapping_add(1);
+        slot.from = from;
+        slot.state = SlotState::Waiting(None);
+        ReplyId {
+            index,
+            gen: slot.gen,
+        }
+    }
+
+    fn get(&mut self, id: ReplyId) -> Option<&mut Slot> {
+        self.slots
+            .get_mut(id.index as usize)
+            .filter(|s| s.gen == id.gen && !matches!(s.state, SlotState::Free))
+    }
+
+    fn free(&mut self, id: ReplyId) {
+        if let Some(slot) = self.get(id) {
+            slot.state = SlotState::Free;
+            self.free.push(id.index);
+        }
+    }
+}
+
+/// One link to another core.
+struct Peer {
+    tx: RefCell<Option<Producer<Msg>>>,
+    rx: RefCell<Option<Consumer<Msg>>>,
+    /// Messages that found `tx` full, oldest first; everything for this peer queues behind
+    /// them so the order of messages between two cores is kept.
+    overflow: RefCell<VecDeque<Msg>>,
+    /// Replies still expected from this peer (slots Waiting or Abandoned).
+    awaiting: Cell<usize>,
+    /// The peer shut down and its pending replies were failed.
+    dead: Cell<bool>,
+    /// `flush_all` published to this peer and still has to check its doorbell.
+    bell_pending: Cell<bool>,
+}
+
+#[derive(Default)]
+struct Counters {
+    sent: Cell<u64>,
+    received: Cell<u64>,
+    overflowed: Cell<u64>,
+    overflow_queued: Cell<u64>,
+    doorbells: Cell<u64>,
+    dropped: Cell<u64>,
+}
+
+fn bump(c: &Cell<u64>, n: u64) {
+    c.set(c.get().wrapping_add(n));
+}
+
+/// An attached endpoint: everything smp keeps on one core.
+pub(crate) struct CoreSmp {
+    index: usize,
+    peers: Vec<Peer>,
+    doorbells: Arc<[Doorbell]>,
+    /// Most messages taken from one ring per loop iteration, so a flood from one peer
+    /// cannot hold up the loop.
+    drain_budget: usize,
+    pending: RefCell<Slab>,
+    /// `Sharded` instances on this core, by service id (`Rc<ShardEntry<T>>` erased).
+    services: RefCell<BTreeMap<usize, Rc<dyn Any>>>,
+    counters: Counters,
+    shut: Cell<bool>,
+}
+
+impl CoreSmp {
+    pub(crate) fn new(mut endpoint: SmpEndpoint) -> Self {
+        let tx = core::mem::take(&mut endpoint.tx);
+        let rx = core::mem::take(&mut endpoint.rx);
+        let peers = tx
+            .into_iter()
+            .zip(rx)
+            .map(|(tx, rx)| Peer {
+                tx: RefCell::new(tx),
+                rx: RefCell::new(rx),
+                overflow: RefCell::new(VecDeque::new()),
+                awaiting: Cell::new(0),
+                dead: Cell::new(false),
+                bell_pending: Cell::new(false),
+            })
+            .collect();
+        CoreSmp {
+            index: endpoint.index,
+            peers,
+            doorbells: endpoint.doorbells.clone(),
+            drain_budget: endpoint.capacity,
+            pending: RefCell::new(Slab::default()),
+            services: RefCell::new(BTreeMap::new()),
+            counters: Counters::default(),
+            shut: Cell::new(false),
+        }
+        // `endpoint` drops here with empty link vectors: nothing to close.
+    }
+
+    pub(crate) fn index(&self) -> usize {
+        self.index
+    }
+
+    pub(crate) fn count(&self) -> usize {
+        self.peers.len()
+    }
+
+    pub(crate) fn stats(&self) -> SmpStats {
+        let c = &self.counters;
+        SmpStats {
+            sent: c.sent.get(),
+            received: c.received.get(),
+            overflowed: c.overflowed.get(),
+            overflow_queued: c.overflow_queued.get(),
+            doorbells: c.doorbells.get(),
+            dropped: c.dropped.get(),
+        }
+    }
+
+    pub(crate) fn services(&self) -> &RefCell<BTreeMap<usize, Rc<dyn Any>>> {
+        &self.services
+    }
+
+    /// Whether work can still be sent to `core`: it exists and has not shut down.
+    pub(crate) fn check_target(&self, core: usize) -> Result<(), SmpError> {
+        if self.shut.get() {
+            return Err(SmpError::NotAttached);
+        }
+        let Some(peer) = self.peers.get(core) else {
+            return Err(SmpError::NoSuchCore {
+                core,
+                count: self.peers.len(),
+            });
+        };
+        if core == self.index {
+            return Ok(());
+        }
+        let open = peer.tx.borrow().as_ref().is_some_and(|tx| !tx.is_closed());
+        if peer.dead.get() || !open {
+            return Err(SmpError::CoreShutDown(core));
+        }
+        Ok(())
+    }
+
+    /// Reserve a reply slot for an answer from `from`.
+    pub(crate) fn expect_reply(&self, from: usize) -> ReplyId {
+        if let Some(p) = self.peers.get(from) {
+            p.awaiting.set(p.awaiting.get() + 1);
+        }
+        self.pending.borrow_mut().insert(from)
+    }
+
+    fn resolved(&self, from: usize) {
+        if let Some(p) = self.peers.get(from) {
+            p.awaiting.set(p.awaiting.get().saturating_sub(1));
+        }
+    }
+
+    /// Poll a pending reply.
+    pub(crate) fn poll_reply(
+        &self,
+        id: ReplyId,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Box<dyn Any + Send>, SmpError>> {
+        let mut slab = self.pending.borrow_mut();
+        let Some(slot) = slab.get(id) else {
+            return Poll::Ready(Err(SmpError::Internal("reply slot vanished")));
+        };
+        match &mut slot.state {
+            SlotState::Waiting(w) => {
+                match w {
+                    Some(w) if w.will_wake(cx.waker()) => {}
+                    _ => *w = Some(cx.waker().clone()),
+                }
+                return Poll::Pending;
+            }
+            SlotState::Free | SlotState::Abandoned => {
+                return Poll::Ready(Err(SmpError::Internal("reply polled after abandon")));
+            }
+            SlotState::Done(_) | SlotState::Failed(_) => {}
+        }
+        let state = core::mem::replace(&mut slot.state, SlotState::Free);
+        slab.free.push(id.index);
+        drop(slab);
+        match state {
+            SlotState::Done(v) => Poll::Ready(Ok(v)),
+            SlotState::Failed(e) => Poll::Ready(Err(e)),
+            _ => Poll::Ready(Err(SmpError::Internal("unreachable slot state"))),
+        }
+    }
+
+    /// The caller's future was dropped before its reply was read.
+    pub(crate) fn abandon(&self, id: ReplyId) {
+        let mut slab = self.pending.borrow_mut();
+        let Some(slot) = slab.get(id) else { return };
+        let old = core::mem::replace(&mut slot.state, SlotState::Abandoned);
+        match old {
+            SlotState::Waiting(_) => {}
+            // Finished but unread: free it now (the value drops after the borrow).
+            other => {
+                slab.free(id);
+                drop(slab);
+                drop(other);
+            }
+        }
+    }
+
+    /// A reply arrived (or a local task finished): fill the slot and wake its awaiter.
+    pub(crate) fn complete(&self, id: ReplyId, value: Box<dyn Any + Send>) {
+        let mut slab = self.pending.borrow_mut();
+        let Some(slot) = slab.get(id) else {
+            // Already failed (its core was declared dead): nobody wants it.
+            drop(slab);
+            drop(value);
+            return;
+        };
+        let from = slot.from;
+        match core::mem::replace(&mut slot.state, SlotState::Done(value)) {
+            SlotState::Waiting(waker) => {
+                drop(slab);
+                self.resolved(from);
+                if let Some(w) = waker {
+                    w.wake();
+                }
+            }
+            SlotState::Abandoned => {
+                let done = core::mem::replace(&mut slot.state, SlotState::Free);
+                slab.free.push(id.index);
+                drop(slab);
+                self.resolved(from);
+                drop(done);
+            }
+            // A second answer for one request cannot happen; keep the first.
+            other => {
+                let second = core::mem::replace(&mut slot.state, other);
+                drop(slab);
+                drop(second);
+            }
+        }
+    }
+
+    /// Fail every reply still expected from `from`.
+    fn fail_from(&self, from: usize, err: &SmpError) {
+        let mut wakers = Vec::new();
+        {
+            let mut slab = self.pending.borrow_mut();
+            let Slab { slots, free } = &mut *slab;
+            for (i, slot) in slots.iter_mut().enumerate() {
+                if slot.from != from {
+                    continue;
+                }
+                match &mut slot.state {
+                    SlotState::Waiting(w) => {
+                        if let Some(w) = w.take() {
+                            wakers.push(w);
+                        }
+                        slot.state = SlotState::Failed(err.clone());
+                    }
+                    SlotState::Abandoned => {
+                        slot.state = SlotState::Free;
+                        free.push(i as u32);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if let Some(p) = self.peers.get(from) {
+            p.awaiting.set(0);
+        }
+        for w in wakers {
+            w.wake();
+        }
+    }
+
+    /// Send `msg` to core `to` (not this one). Never blocks and never drops a message for a
+    /// live core: a full ring parks it in the overflow queue. Gives it back if `to` is gone.
+    pub(crate) fn send(&self, to: usize, msg: Msg) -> Result<(), Msg> {
+        let Some(peer) = self.peers.get(to) else {
+            return Err(msg);
+        };
+        if peer.dead.get() || self.shut.get() {
+            return Err(msg);
+        }
+        let mut tx = peer.tx.borrow_mut();
+        let Some(ring) = tx.as_mut() else {
+            return Err(msg);
+        };
+        if ring.is_closed() {
+            return Err(msg);
+        }
+        bump(&self.counters.sent, 1);
+        let mut overflow = peer.overflow.borrow_mut();
+        // Behind older overflow, to keep the pair's order.
+        let msg = if overflow.is_empty() {
+            match ring.push(msg) {
+                Ok(()) => return Ok(()),
+                Err(m) => m,
+            }
+        } else {
+            msg
+        };
+        overflow.push_back(msg);
+        ring.want_space();
+        bump(&self.counters.overflowed, 1);
+        bump(&self.counters.overflow_queued, 1);
+        Ok(())
+    }
+
+    /// Deliver a reply to `to` (this core or another). A reply for a dead core is dropped.
+    pub(crate) fn reply(&self, to: usize, id: ReplyId, value: Box<dyn Any + Send>) {
+        if to == self.index {
+            self.complete(id, value);
+        } else if let Err(m) = self.send(to, Msg::Reply { id, value }) {
+            bump(&self.counters.dropped, 1);
+            drop(m);
+        }
+    }
+
+    /// One loop iteration's worth of messaging: take in what peers sent, retry overflow,
+    /// notice dead peers, publish what this core's tasks sent. Owner thread, executor loop.
+    pub(crate) fn poll(&self) {
+        if self.shut.get() {
+            return;
+        }
+        for j in 0..self.peers.len() {
+            if j != self.index {
+                self.drain_from(j, self.drain_budget);
+            }
+        }
+        self.retry_overflow();
+        self.check_dead_peers();
+        self.flush_all();
+    }
+
+    /// Take up to `budget` messages from core `j`'s ring and act on them.
+    fn drain_from(&self, j: usize, budget: usize) {
+        let peer = &self.peers[j];
+        let mut n = 0;
+        while n < budget {
+            // Borrow only to pop: acting on a message may send (which borrows other cells).
+            let msg = match peer.rx.borrow_mut().as_mut() {
+                Some(rx) => rx.pop(),
+                None => None,
+            };
+            let Some(msg) = msg else { break };
+            n += 1;
+            match msg {
+                Msg::Run(work) => work(),
+                Msg::Reply { id, value } => self.complete(id, value),
+            }
+        }
+        bump(&self.counters.received, n as u64);
+        let wants_space = match peer.rx.borrow_mut().as_mut() {
+            Some(rx) if n > 0 => rx.release(),
+            _ => false,
+        };
+        if wants_space {
+            // `release` fenced after publishing our head: the usual doorbell pairing.
+            if self.doorbells[j].ring_if_sleeping() {
+                bump(&self.counters.doorbells, 1);
+            }
+        }
+    }
+
+    /// Move overflow into rings that have room again; drop overflow for dead peers.
+    fn retry_overflow(&self) {
+        for peer in &self.peers {
+            let mut overflow = peer.overflow.borrow_mut();
+            if overflow.is_empty() {
+                continue;
+            }
+            let mut tx = peer.tx.borrow_mut();
+            let moved_or_dropped = match tx.as_mut() {
+                Some(ring) if !ring.is_closed() => {
+                    let before = overflow.len();
+                    while let Some(m) = overflow.pop_front() {
+                        if let Err(m) = ring.push(m) {
+                            overflow.push_front(m);
+                            ring.want_space();
+                            break;
+                        }
+                    }
+                    before - overflow.len()
+                }
+                _ => {
+                    let n = overflow.len();
+                    bump(&self.counters.dropped, n as u64);
+                    overflow.clear();
+                    n
+                }
+            };
+            let queued = self.counters.overflow_queued.get();
+            self.counters
+                .overflow_queued
+                .set(queued.saturating_sub(moved_or_dropped as u64));
+        }
+    }
+
+    /// A peer we await replies from closed its end: take in everything it published before,
+    /// then fail what is still missing.
+    fn check_dead_peers(&self) {
+        for (j, peer) in self.peers.iter().enumerate() {
+            if j == self.index || peer.dead.get() || peer.awaiting.get() == 0 {
+                continue;
+            }
+            let closed = peer.tx.borrow().as_ref().is_none_or(|tx| tx.is_closed());
+            if closed {
+                peer.dead.set(true);
+                // The closed flag was stored after the peer's final publish (Release), and
+                // we loaded it with Acquire: a full drain now sees every last reply.
+                self.drain_from(j, usize::MAX);
+                self.fail_from(j, &SmpError::CoreShutDown(j));
+            }
+        }
+    }
+
+    /// Publish every ring with new messages and wake the peers that may sleep.
+    pub(crate) fn flush_all(&self) {
+        let mut published = false;
+        for peer in &self.peers {
+            if let Some(tx) = peer.tx.borrow_mut().as_mut() {
+                if tx.flush() {
+                    peer.bell_pending.set(true);
+                    published = true;
+                }
+            }
+        }
+        if !published {
+            return;
+        }
+        // One fence for all rings: orders our tail stores before reading the peers'
+        // sleeping flags (module docs).
+        fence(Ordering::SeqCst);
+        for (peer, bell) in self.peers.iter().zip(self.doorbells.iter()) {
+            if peer.bell_pending.replace(false) && bell.ring_if_sleeping() {
+                bump(&self.counters.doorbells, 1);
+            }
+        }
+    }
+
+    /// Called by the executor right before `park`. Publishes pending messages; if the park
+    /// may block, announces that this core sleeps and re-checks for work. Returns false if
+    /// the park must not block.
+    pub(crate) fn before_park(&self, blocking: bool) -> bool {
+        if self.shut.get() {
+            return true;
+        }
+        self.flush_all();
+        if !blocking {
+            return true;
+        }
+        let bell = &self.doorbells[self.index];
+        // Ask consumers of our overflowing rings to tell us about space before we look.
+        for peer in &self.peers {
+            if !peer.overflow.borrow().is_empty() {
+                if let Some(tx) = peer.tx.borrow().as_ref() {
+                    tx.want_space();
+                }
+            }
+        }
+        bell.set_sleeping(true);
+        fence(Ordering::SeqCst);
+        if self.has_work() {
+            bell.set_sleeping(false);
+            return false;
+        }
+        true
+    }
+
+    /// Called by the executor right after `park` returns.
+    pub(crate) fn after_park(&self) {
+        self.doorbells[self.index].set_sleeping(false);
+    }
+
+    /// Anything that needs the loop: a message to read, room for overflow, a dead peer owing
+    /// replies.
+    fn has_work(&self) -> bool {
+        self.peers.iter().enumerate().any(|(j, peer)| {
+            if j == self.index {
+                return false;
+            }
+            if peer
+                .rx
+                .borrow_mut()
+                .as_mut()
+                .is_some_and(|rx| rx.has_items())
+            {
+                return true;
+            }
+            let mut tx = peer.tx.borrow_mut();
+            let Some(tx) = tx.as_mut() else { return false };
+            if !peer.overflow.borrow().is_empty() && (tx.has_space() || tx.is_closed()) {
+                return true;
+            }
+            !peer.dead.get() && peer.awaiting.get() > 0 && tx.is_closed()
+        })
+    }
+
+    /// The core shuts down: close the links (see [`close_links`]), drop the service instances
+    /// on this core, and fail whatever this core still awaits. Idempotent.
+    pub(crate) fn shutdown(&self) {
+        if self.shut.replace(true) {
+            return;
+        }
+        let mut tx: Vec<_> = self
+            .peers
+            .iter()
+            .map(|p| p.tx.borrow_mut().take())
+            .collect();
+        let mut rx: Vec<_> = self
+            .peers
+            .iter()
+            .map(|p| p.rx.borrow_mut().take())
+            .collect();
+        let mut dropped = 0;
+        for p in &self.peers {
+            let mut o = p.overflow.borrow_mut();
+            dropped += o.len();
+            o.clear();
+        }
+        bump(&self.counters.dropped, dropped as u64);
+        self.counters.overflow_queued.set(0);
+        close_links(self.index, &mut tx, &mut rx, &self.doorbells);
+        // Instances drop here, on their core (the executor has this core current).
+        let services = core::mem::take(&mut *self.services.borrow_mut());
+        drop(services);
+        for j in 0..self.peers.len() {
+            self.fail_from(j, &SmpError::CoreShutDown(j));
+        }
+    }
+}

@@ -1,0 +1,312 @@
+//! [`submit_to`] and the helpers built on it.
+
+use alloc::boxed::Box;
+use alloc::rc::Rc;
+use alloc::vec::Vec;
+use core::fmt;
+use core::future::Future;
+use core::marker::PhantomData;
+use core::pin::Pin;
+use core::task::{Context, Poll};
+
+use super::local::{self, CoreSmp, ReplyId};
+use super::{Msg, SmpError};
+
+/// Run `f` on core `core` and get its output back on this core.
+///
+/// `f` is `Send` (it travels to the target); the future it returns is created and polled on
+/// the target as a task of its own and may hold `!Send` state; its output travels back.
+/// `core` may be the current core (the work then runs as a local task, same semantics).
+///
+/// The work is queued at once (not on the first poll) and published to the target at the end
+/// of the current loop iteration. Dropping the returned [`Submit`] does not cancel the work:
+/// it still runs and its output is dropped on arrival.
+///
+/// Errors: [`SmpError::NotAttached`] outside an executor with an smp endpoint,
+/// [`SmpError::NoSuchCore`], [`SmpError::CoreShutDown`] if the target is or goes down before
+/// it answers, [`SmpError::Panicked`] if `f` or its future panics there (with `std`),
+/// [`SmpError::Cancelled`] if the target dropped the task unfinished.
+///
+/// Back-pressure: if the ring to `core` is full the work waits in this core's overflow queue
+/// and the returned future completes later; nothing is dropped and nothing blocks.
+pub fn submit_to<F, Fut>(core: usize, f: F) -> Submit<Fut::Output>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future + 'static,
+    Fut::Output: Send + 'static,
+{
+    submit_with(core, move || async move { Ok(f().await) })
+}
+
+/// [`submit_to`] whose work itself may fail with an [`SmpError`] (flattened into the result).
+pub(crate) fn submit_with<F, Fut, T>(core: usize, f: F) -> Submit<T>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<T, SmpError>> + 'static,
+    T: Send + 'static,
+{
+    let smp = match local::current() {
+        Ok(s) => s,
+        Err(e) => return Submit::failed(e),
+    };
+    if let Err(e) = smp.check_target(core) {
+        return Submit::failed(e);
+    }
+    let from = smp.index();
+    let id = smp.expect_reply(core);
+    // Runs on the target, inside its loop: spawn the task that does the work and answers.
+    let work = move || {
+        let guard = ReplyGuard::<T>::new(from, id, core);
+        let task = async move {
+            let mut guard = guard;
+            let result = catching(core, f).await;
+            guard.send(result);
+        };
+        // Inside the target's loop there is always an executor. Were there none, the task
+        // and its guard would drop here with nobody to answer to.
+        if let Ok(handle) = crate::task::try_spawn(task) {
+            handle.detach();
+        }
+    };
+    if core == from {
+        work();
+    } else if let Err(msg) = smp.send(core, Msg::Run(Box::new(work))) {
+        // The target closed since `check_target`: the dead-peer check fails the slot on the
+        // next loop iteration (it is counted in `awaiting`). Drop the work here.
+        drop(msg);
+    }
+    Submit {
+        state: State::Waiting { smp, id },
+        _output: PhantomData,
+    }
+}
+
+/// Answers a request exactly once: with the result, or with `Cancelled` if the task is
+/// dropped before it finished (its core shut down).
+struct ReplyGuard<T: Send + 'static> {
+    to: usize,
+    id: ReplyId,
+    core: usize,
+    sent: bool,
+    _value: PhantomData<fn() -> T>,
+}
+
+impl<T: Send + 'static> ReplyGuard<T> {
+    fn new(to: usize, id: ReplyId, core: usize) -> Self {
+        ReplyGuard {
+            to,
+            id,
+            core,
+            sent: false,
+            _value: PhantomData,
+        }
+    }
+
+    fn send(&mut self, result: Result<T, SmpError>) {
+        self.sent = true;
+        let (to, id) = (self.to, self.id);
+        // Outside an executor (cannot happen: tasks run inside one) the reply is dropped.
+        let _ = local::with_smp(move |s| s.reply(to, id, Box::new(result)));
+    }
+}
+
+impl<T: Send + 'static> Drop for ReplyGuard<T> {
+    fn drop(&mut self) {
+        if !self.sent {
+            let err: Result<T, SmpError> = Err(SmpError::Cancelled(self.core));
+            self.send(err);
+        }
+    }
+}
+
+/// Await `f`'s future, turning a panic into [`SmpError::Panicked`] (with `std`, where panics
+/// unwind; without it a panic aborts and there is nothing to catch).
+#[cfg(any(feature = "std", test))]
+async fn catching<F, Fut, T>(core: usize, f: F) -> Result<T, SmpError>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<T, SmpError>>,
+{
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+    // `f` is called on the first poll, inside `catch_unwind`, so its own panics are caught.
+    let mut fut = core::pin::pin!(async move { f().await });
+    core::future::poll_fn(move |cx| {
+        // Unwind safety: after a panic the future is never polled again, only dropped.
+        match catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
+            Ok(p) => p,
+            Err(payload) => Poll::Ready(Err(SmpError::Panicked {
+                core,
+                message: panic_message(payload.as_ref()),
+            })),
+        }
+    })
+    .await
+}
+
+#[cfg(not(any(feature = "std", test)))]
+async fn catching<F, Fut, T>(_core: usize, f: F) -> Result<T, SmpError>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<T, SmpError>>,
+{
+    f().await
+}
+
+#[cfg(any(feature = "std", test))]
+fn panic_message(payload: &(dyn core::any::Any + Send)) -> alloc::string::String {
+    use alloc::string::ToString;
+    if let Some(s) = payload.downcast_ref::<&'static str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<alloc::string::String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_string()
+    }
+}
+
+/// The future of [`submit_to`]: the work's output, or why there is none. `!Send`: it
+/// completes on the core that submitted.
+#[must_use = "the work runs anyway; await the Submit to get its output"]
+pub struct Submit<T> {
+    state: State,
+    _output: PhantomData<fn() -> T>,
+}
+
+enum State {
+    Failed(SmpError),
+    Waiting { smp: Rc<CoreSmp>, id: ReplyId },
+    Done,
+}
+
+impl<T> fmt::Debug for Submit<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            State::Failed(e) => return f.debug_tuple("Submit").field(e).finish(),
+            State::Waiting { .. } => "waiting",
+            State::Done => "done",
+        };
+        f.debug_tuple("Submit").field(&state).finish()
+    }
+}
+
+impl<T> Submit<T> {
+    fn failed(e: SmpError) -> Self {
+        Submit {
+            state: State::Failed(e),
+            _output: PhantomData,
+        }
+    }
+}
+
+impl<T: Send + 'static> Future for Submit<T> {
+    type Output = Result<T, SmpError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let reply = match &self.state {
+            // Completed futures stay pending, like the rest of the kernel's futures.
+            State::Done => return Poll::Pending,
+            State::Failed(_) => None,
+            State::Waiting { smp, id } => match smp.poll_reply(*id, cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(r) => Some(r),
+            },
+        };
+        let state = core::mem::replace(&mut self.state, State::Done);
+        let out = match (reply, state) {
+            (Some(Ok(value)), _) => match value.downcast::<Result<T, SmpError>>() {
+                Ok(v) => *v,
+                Err(_) => Err(SmpError::Internal("reply of the wrong type")),
+            },
+            (Some(Err(e)), _) | (None, State::Failed(e)) => Err(e),
+            (None, _) => Err(SmpError::Internal("unreachable submit state")),
+        };
+        Poll::Ready(out)
+    }
+}
+
+impl<T> Drop for Submit<T> {
+    fn drop(&mut self) {
+        if let State::Waiting { smp, id } = &self.state {
+            smp.abandon(*id);
+        }
+    }
+}
+
+/// Wait for every submission, in order; all are awaited even after one failed, so no work
+/// is left behind. The first error wins.
+pub(crate) async fn join_all<T: Send + 'static>(subs: Vec<Submit<T>>) -> Result<Vec<T>, SmpError> {
+    let mut out = Vec::with_capacity(subs.len());
+    let mut first_err = None;
+    for s in subs {
+        match s.await {
+            Ok(v) => out.push(v),
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
+}
+
+fn count() -> Result<(usize, usize), SmpError> {
+    local::with_smp(|s| (s.index(), s.count())).ok_or(SmpError::NotAttached)
+}
+
+/// Run a clone of `f` on every core (this one included), concurrently; the outputs in core
+/// order. Waits for all of them even if one fails, then returns the first error.
+pub async fn invoke_on_all<F, Fut>(f: F) -> Result<Vec<Fut::Output>, SmpError>
+where
+    F: FnOnce() -> Fut + Send + Clone + 'static,
+    Fut: Future + 'static,
+    Fut::Output: Send + 'static,
+{
+    let (_, n) = count()?;
+    let subs = (0..n).map(|c| submit_to(c, f.clone())).collect();
+    join_all(subs).await
+}
+
+/// Run a clone of `f` on every core except this one; the outputs in core order.
+pub async fn invoke_on_others<F, Fut>(f: F) -> Result<Vec<Fut::Output>, SmpError>
+where
+    F: FnOnce() -> Fut + Send + Clone + 'static,
+    Fut: Future + 'static,
+    Fut::Output: Send + 'static,
+{
+    let (me, n) = count()?;
+    let subs = (0..n)
+        .filter(|&c| c != me)
+        .map(|c| submit_to(c, f.clone()))
+        .collect();
+    join_all(subs).await
+}
+
+/// Run a clone of `mapper` on every core concurrently and fold the outputs into `initial`
+/// with `reduce` on this core, in core order (Seastar's `map_reduce0`).
+pub async fn map_reduce<F, Fut, A, R>(mapper: F, initial: A, mut reduce: R) -> Result<A, SmpError>
+where
+    F: FnOnce() -> Fut + Send + Clone + 'static,
+    Fut: Future + 'static,
+    Fut::Output: Send + 'static,
+    R: FnMut(A, Fut::Output) -> A,
+{
+    let (_, n) = count()?;
+    let subs: Vec<_> = (0..n).map(|c| submit_to(c, mapper.clone())).collect();
+    let mut acc = initial;
+    let mut first_err = None;
+    for s in subs {
+        match s.await {
+            Ok(v) if first_err.is_none() => acc = reduce(acc, v),
+            Ok(_) => {}
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(acc),
+    }
+}

@@ -1,0 +1,556 @@
+//! Cross-core tests: N `Executor<SimPlatform>`s, each on its own std thread. An idle simulated
+//! core with nothing to wait for blocks until another thread unparks it, so these tests also
+//! check the doorbell: a lost wake-up shows as a 30-second "deadlock" panic.
+
+use alloc::rc::Rc;
+use alloc::string::ToString;
+use alloc::sync::Arc;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::cell::{Cell, RefCell};
+use core::future::{poll_fn, Future};
+use core::pin::pin;
+use core::sync::atomic::{AtomicUsize, Ordering};
+use core::task::{Context, Poll, Waker};
+use core::time::Duration;
+
+use seastar_hal::sim::SimPlatform;
+
+use super::*;
+use crate::executor::Executor;
+use crate::sync::oneshot;
+use crate::task::{spawn, yield_now};
+
+std::thread_local! {
+    /// Set by a non-main core's root future; a message from core 0 fires it.
+    static STOP: RefCell<Option<oneshot::Sender<()>>> = const { RefCell::new(None) };
+}
+
+async fn wait_for_stop() {
+    let (tx, rx) = oneshot::channel();
+    STOP.with(|s| *s.borrow_mut() = Some(tx));
+    let _ = rx.await;
+}
+
+/// Tell `core` to leave its root future (its executor then shuts down).
+async fn stop_core(core: usize) {
+    // The answer may be "shut down" if the core exits before its reply is read: both fine.
+    let _ = submit_to(core, || async {
+        STOP.with(|s| {
+            if let Some(tx) = s.borrow_mut().take() {
+                let _ = tx.send(());
+            }
+        })
+    })
+    .await;
+}
+
+/// Run `n` cores. Core 0 runs `main`, then stops the others; every core reports its final
+/// smp statistics.
+fn run_cores<F, Fut, R>(n: usize, config: SmpConfig, main: F) -> (R, Vec<SmpStats>)
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = R> + 'static,
+    R: Send + 'static,
+{
+    let endpoints = SmpSystem::build(n, config).expect("system");
+    let mut main = Some(main);
+    let threads: Vec<_> = endpoints
+        .into_iter()
+        .map(|ep| {
+            let main = if ep.index() == 0 { main.take() } else { None };
+            std::thread::spawn(move || {
+                let mut ex = Executor::new(SimPlatform::new());
+                ex.attach_smp(ep).expect("attach");
+                ex.block_on(async move {
+                    let out = match main {
+                        Some(main) => {
+                            let r = main().await;
+                            for c in 1..core_count().expect("attached") {
+                                stop_core(c).await;
+                            }
+                            Some(r)
+                        }
+                        None => {
+                            wait_for_stop().await;
+                            None
+                        }
+                    };
+                    (out, stats().expect("attached"))
+                })
+                .expect("runs")
+            })
+        })
+        .collect();
+    let mut out = None;
+    let mut stats = Vec::new();
+    for t in threads {
+        let (o, s) = t.join().expect("core thread");
+        if o.is_some() {
+            out = o;
+        }
+        stats.push(s);
+    }
+    (out.expect("core 0 result"), stats)
+}
+
+fn small() -> SmpConfig {
+    SmpConfig::with_capacity(4).batch(2)
+}
+
+async fn pending_forever() {
+    poll_fn(|_| Poll::<()>::Pending).await
+}
+
+#[test]
+fn submit_to_runs_on_the_target_and_brings_the_output_back() {
+    let (out, _) = run_cores(2, small(), || async {
+        let here = current_core();
+        let there = submit_to(1, || async {
+            // The future may hold `!Send` state: it lives on core 1 only.
+            let local = Rc::new(Cell::new(20));
+            yield_now().await;
+            local.set(local.get() + 1);
+            (current_core(), local.get() * 2)
+        })
+        .await;
+        let itself = submit_to(0, || async { current_core() }).await;
+        (here, there, itself)
+    });
+    assert_eq!(out, (Some(0), Ok((Some(1), 42)), Ok(Some(0))));
+}
+
+#[test]
+fn invoke_on_all_others_and_map_reduce_cover_every_core() {
+    let (out, _) = run_cores(3, small(), || async {
+        let all = invoke_on_all(|| async { current_core().expect("core") }).await;
+        let others = invoke_on_others(|| async { current_core().expect("core") * 10 }).await;
+        let sum = map_reduce(
+            || async { current_core().expect("core") + 1 },
+            100,
+            |a, b| a + b,
+        )
+        .await;
+        (all, others, sum)
+    });
+    assert_eq!(out, (Ok(vec![0, 1, 2]), Ok(vec![10, 20]), Ok(106)));
+}
+
+#[test]
+fn a_panic_on_the_target_comes_back_as_an_error_and_the_core_lives_on() {
+    let (out, _) = run_cores(2, small(), || async {
+        let in_closure = submit_to(1, || -> core::future::Ready<u8> {
+            panic!("boom in closure")
+        })
+        .await;
+        let in_future = submit_to(1, || async {
+            yield_now().await;
+            panic!("boom in future");
+        })
+        .await;
+        let after = submit_to(1, || async { 7u8 }).await;
+        (in_closure, in_future.map(|()| 0u8), after)
+    });
+    assert_eq!(
+        out.0,
+        Err(SmpError::Panicked {
+            core: 1,
+            message: "boom in closure".to_string()
+        })
+    );
+    assert_eq!(
+        out.1,
+        Err(SmpError::Panicked {
+            core: 1,
+            message: "boom in future".to_string()
+        })
+    );
+    assert_eq!(out.2, Ok(7));
+}
+
+#[test]
+fn bad_targets_and_missing_executor_are_errors() {
+    let (out, _) = run_cores(2, small(), || async { submit_to(5, || async {}).await });
+    assert_eq!(out, Err(SmpError::NoSuchCore { core: 5, count: 2 }));
+
+    let mut outside = pin!(submit_to(0, || async {}));
+    let mut cx = Context::from_waker(Waker::noop());
+    assert_eq!(
+        outside.as_mut().poll(&mut cx),
+        Poll::Ready(Err(SmpError::NotAttached))
+    );
+    assert_eq!(current_core(), None);
+    assert_eq!(core_count(), None);
+    assert!(SmpSystem::build(0, SmpConfig::default()).is_err());
+    assert!(SmpSystem::build(2, SmpConfig::with_capacity(3)).is_err());
+}
+
+#[test]
+fn attaching_twice_is_refused() {
+    let mut eps = SmpSystem::build(1, small()).expect("system");
+    let ep = eps.pop().expect("one");
+    let mut ex = Executor::new(SimPlatform::new());
+    ex.attach_smp(ep).expect("first");
+    let again = SmpSystem::build(1, small())
+        .expect("system")
+        .pop()
+        .expect("one");
+    assert_eq!(ex.attach_smp(again), Err(SmpError::AlreadyAttached));
+    // A single-core system works: submit_to(0) runs locally. (`submit_to` sends at once,
+    // so it must be called inside the executor, not to build the root future.)
+    assert_eq!(
+        ex.block_on(async { submit_to(0, || async { 5 }).await }),
+        Ok(Ok(5))
+    );
+}
+
+#[test]
+fn work_dropped_by_a_shutting_down_core_is_cancelled_and_later_work_fails() {
+    let (out, _) = run_cores(2, small(), || async {
+        let stuck = submit_to(1, pending_forever);
+        // Make sure it reached core 1 before core 1 goes (same ring, FIFO).
+        submit_to(1, || async {}).await.expect("core 1 alive");
+        stop_core(1).await;
+        let stuck = stuck.await;
+        let later = submit_to(1, || async {}).await;
+        (stuck, later)
+    });
+    assert_eq!(out.0, Err(SmpError::Cancelled(1)));
+    assert_eq!(out.1, Err(SmpError::CoreShutDown(1)));
+}
+
+#[test]
+fn a_target_that_disappears_with_unread_work_fails_the_caller_instead_of_hanging() {
+    let mut eps = SmpSystem::build(2, small()).expect("system");
+    let ep1 = eps.pop().expect("core 1");
+    let ep0 = eps.pop().expect("core 0");
+    // Core 1 never runs: its endpoint is dropped on another thread while core 0 sleeps
+    // waiting for the answer. The drop must wake core 0.
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(30));
+        drop(ep1);
+    });
+    let mut ex = Executor::new(SimPlatform::new());
+    ex.attach_smp(ep0).expect("attach");
+    let out = ex.block_on(async {
+        let first = submit_to(1, || async { 1 }).await;
+        let second = submit_to(1, || async { 2 }).await;
+        (first, second)
+    });
+    killer.join().expect("killer");
+    assert_eq!(
+        out,
+        Ok((
+            Err(SmpError::CoreShutDown(1)),
+            Err(SmpError::CoreShutDown(1))
+        ))
+    );
+}
+
+#[test]
+fn a_full_ring_overflows_without_dropping_or_blocking() {
+    let n: usize = if cfg!(miri) { 20 } else { 500 };
+    let config = SmpConfig::with_capacity(2).batch(1);
+    let (out, stats) = run_cores(2, config, move || async move {
+        // All submitted before the first await: far more than the ring holds.
+        let subs: Vec<_> = (0..n)
+            .map(|i| submit_to(1, move || async move { i }))
+            .collect();
+        let mut got = Vec::new();
+        for s in subs {
+            got.push(s.await.expect("answer"));
+        }
+        let overflowed = stats().expect("attached").overflowed;
+        (got, overflowed)
+    });
+    assert!(out.0.iter().copied().eq(0..n), "every answer, in order");
+    assert!(out.1 > 0, "the ring overflowed");
+    assert_eq!(stats[0].overflow_queued, 0);
+    assert_eq!(stats[0].dropped, 0);
+    // Core 1 received every request (plus the stop message).
+    assert_eq!(stats[1].received, n as u64 + 1);
+}
+
+std::thread_local! {
+    static ARRIVED: Cell<usize> = const { Cell::new(0) };
+    static ALL_IN: Rc<crate::sync::Notify> = Rc::new(crate::sync::Notify::new());
+}
+
+#[test]
+fn a_sender_sleeping_on_a_full_ring_is_woken_when_space_appears() {
+    let n: usize = if cfg!(miri) { 12 } else { 200 };
+    let config = SmpConfig::with_capacity(2).batch(1);
+    let (out, stats) = run_cores(2, config, move || async move {
+        // Core 1 answers nothing before every request has arrived. While core 0 sleeps with
+        // requests still in its overflow queue, only core 1's "space released" doorbell can
+        // wake it: without it this deadlocks (the simulator panics after 30 s).
+        let subs: Vec<_> = (0..n)
+            .map(|i| {
+                submit_to(1, move || async move {
+                    ARRIVED.with(|a| a.set(a.get() + 1));
+                    let all_in = ALL_IN.with(Rc::clone);
+                    all_in.notify_waiters();
+                    all_in.wait_until(|| ARRIVED.with(Cell::get) >= n).await;
+                    i
+                })
+            })
+            .collect();
+        let mut got = Vec::new();
+        for s in subs {
+            got.push(s.await.expect("answer"));
+        }
+        got
+    });
+    assert!(out.iter().copied().eq(0..n));
+    assert!(stats[0].overflowed > 0);
+}
+
+/// An instance that records on which core, and after how many hits, it was dropped.
+struct Counter {
+    core: usize,
+    hits: Cell<u64>,
+    _not_send: Rc<()>,
+    dropped_right: Arc<AtomicUsize>,
+}
+
+impl Drop for Counter {
+    fn drop(&mut self) {
+        if current_core() == Some(self.core) {
+            self.dropped_right
+                .fetch_add(1 + self.hits.get() as usize * 100, Ordering::SeqCst);
+        }
+    }
+}
+
+#[test]
+fn sharded_starts_serves_and_stops_on_every_core() {
+    let dropped = Arc::new(AtomicUsize::new(0));
+    let d = dropped.clone();
+    let (out, _) = run_cores(3, small(), move || async move {
+        let svc = Sharded::start(move |core| Counter {
+            core,
+            hits: Cell::new(0),
+            _not_send: Rc::new(()),
+            dropped_right: d.clone(),
+        })
+        .await
+        .expect("start");
+        let local_core = svc.local().expect("local instance").core;
+        svc.invoke_on(2, |c| async move { c.hits.set(c.hits.get() + 1) })
+            .await
+            .expect("invoke");
+        // A slow call in flight: stop must wait for it before dropping core 1's instance.
+        let slow = svc.invoke_on(1, |c| async move {
+            crate::time::sleep(Duration::from_millis(5)).await;
+            c.hits.set(c.hits.get() + 1);
+        });
+        let cores = svc
+            .invoke_on_all(|c| async move { c.core })
+            .await
+            .expect("all");
+        let total = svc
+            .map_reduce(|c| async move { c.hits.get() }, 0, |a, b| a + b)
+            .await
+            .expect("map_reduce");
+        let stopped = svc.stop().await;
+        (local_core, cores, total, slow.await, stopped)
+    });
+    assert_eq!(out.0, 0);
+    assert_eq!(out.1, vec![0, 1, 2]);
+    // The slow call may or may not have finished when map_reduce looked.
+    assert!(out.2 == 1 || out.2 == 2);
+    assert_eq!(out.3, Ok(()));
+    assert_eq!(out.4, Ok(()));
+    // Three instances dropped on their own cores; cores 1 and 2 each after one hit.
+    assert_eq!(dropped.load(Ordering::SeqCst), 3 + 100 + 100);
+}
+
+#[test]
+fn sharded_instances_left_running_drop_on_their_cores_at_shutdown() {
+    let dropped = Arc::new(AtomicUsize::new(0));
+    let d = dropped.clone();
+    let (_, _) = run_cores(3, small(), move || async move {
+        let svc = Sharded::start(move |core| Counter {
+            core,
+            hits: Cell::new(0),
+            _not_send: Rc::new(()),
+            dropped_right: d.clone(),
+        })
+        .await
+        .expect("start");
+        // No stop: the instances live until their cores shut down.
+        let _ = svc;
+    });
+    assert_eq!(dropped.load(Ordering::SeqCst), 3);
+}
+
+#[test]
+fn sharded_calls_during_and_after_stop_fail() {
+    let (out, _) = run_cores(2, small(), || async {
+        let svc = Arc::new(
+            Sharded::<Cell<u32>>::start(|_| Cell::new(3))
+                .await
+                .expect("start"),
+        );
+        let id = svc.id();
+        let inner = svc.clone();
+        // Holds core 1's gate; by the time it calls again, stop has closed the gate.
+        let slow = svc.invoke_on(1, move |_| async move {
+            crate::time::sleep(Duration::from_millis(5)).await;
+            inner.invoke_on(1, |v| async move { v.get() }).await
+        });
+        let stopped = svc.stop().await;
+        let during = slow.await;
+        let after = svc.invoke_on(1, |v| async move { v.get() }).await;
+        let local = svc.local().map(|v| v.get());
+        let again = svc.stop().await;
+        (id, stopped, during, after, local, again)
+    });
+    let (id, stopped, during, after, local, again) = out;
+    assert_eq!(stopped, Ok(()));
+    assert_eq!(during, Ok(Err(SmpError::Stopping { id, core: 1 })));
+    assert_eq!(after, Err(SmpError::NotRunning { id, core: 1 }));
+    assert_eq!(local, Err(SmpError::NotRunning { id, core: 0 }));
+    assert_eq!(again, Ok(()));
+}
+
+#[test]
+fn a_failed_start_reports_the_error_and_removes_the_instances_built() {
+    struct Tracked(Arc<AtomicUsize>);
+    impl Drop for Tracked {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let dropped = Arc::new(AtomicUsize::new(0));
+    let d = dropped.clone();
+    let (out, _) = run_cores(2, small(), move || async move {
+        let failed = Sharded::start(move |core| {
+            assert!(core == 0, "no instance on core {core}");
+            Tracked(d.clone())
+        })
+        .await;
+        let err = failed.map(|s| s.id()).unwrap_err();
+        // Another service works normally afterwards.
+        let ok = Sharded::<u32>::start(|_| 3).await.expect("start");
+        let answer = ok.invoke_on(1, |v| async move { *v }).await;
+        ok.stop().await.expect("stop");
+        (err, answer)
+    });
+    assert!(matches!(out.0, SmpError::Panicked { core: 1, .. }));
+    assert_eq!(out.1, Ok(3));
+    assert_eq!(
+        dropped.load(Ordering::SeqCst),
+        1,
+        "core 0's instance was removed"
+    );
+}
+
+std::thread_local! {
+    /// Stress accounting on the receiving core: per sender, how many and the sum of seqs.
+    static SEEN: RefCell<Vec<(u64, u64)>> = const { RefCell::new(Vec::new()) };
+}
+
+fn record(from: usize, seq: u64) {
+    SEEN.with(|s| {
+        let mut s = s.borrow_mut();
+        if s.len() <= from {
+            s.resize(from + 1, (0, 0));
+        }
+        s[from].0 += 1;
+        s[from].1 += seq;
+    });
+}
+
+/// Every core sends `per_pair` requests to every other core from `workers` concurrent tasks
+/// per destination; every request and every reply is checked and counted.
+fn stress(n: usize, per_pair: u64, workers: u64, config: SmpConfig) {
+    let (out, stats) = run_cores(n, config, move || async move {
+        let sent = invoke_on_all(move || async move {
+            let me = current_core().expect("core");
+            let count = core_count().expect("count");
+            let mut handles = Vec::new();
+            for to in (0..count).filter(|&c| c != me) {
+                for w in 0..workers {
+                    handles.push(spawn(async move {
+                        let mut ok = 0u64;
+                        let mut seq = w;
+                        while seq < per_pair {
+                            let s = seq;
+                            let r = submit_to(to, move || async move {
+                                record(me, s);
+                                s * 2 + 1
+                            })
+                            .await;
+                            assert_eq!(r, Ok(seq * 2 + 1));
+                            ok += 1;
+                            seq += workers;
+                        }
+                        ok
+                    }));
+                }
+            }
+            let mut total = 0;
+            for h in handles {
+                total += h.await.expect("worker");
+            }
+            total
+        })
+        .await
+        .expect("senders");
+        let seen = invoke_on_all(|| async { SEEN.with(|s| s.borrow().clone()) })
+            .await
+            .expect("seen");
+        (sent, seen)
+    });
+    let (sent, seen) = out;
+    let expected_sum: u64 = (0..per_pair).sum();
+    for (core, sent) in sent.iter().enumerate() {
+        assert_eq!(*sent, per_pair * (n as u64 - 1), "core {core} round trips");
+    }
+    for (to, per_from) in seen.iter().enumerate() {
+        for from in (0..n).filter(|&f| f != to) {
+            let (count, sum) = per_from.get(from).copied().unwrap_or_default();
+            assert_eq!(count, per_pair, "{from} -> {to} count");
+            assert_eq!(sum, expected_sum, "{from} -> {to} seqs");
+        }
+    }
+    let total_sent: u64 = stats.iter().map(|s| s.sent).sum();
+    let total_received: u64 = stats.iter().map(|s| s.received).sum();
+    // Every core's last reply (to the stop) may still be in flight when its peer reports.
+    assert!(total_sent >= total_received);
+    assert!(total_sent - total_received <= n as u64);
+    assert!(stats
+        .iter()
+        .all(|s| s.dropped == 0 && s.overflow_queued == 0));
+}
+
+#[test]
+fn stress_all_pairs_every_message_accounted_for() {
+    if cfg!(miri) {
+        stress(3, 6, 2, SmpConfig::with_capacity(2).batch(1));
+    } else {
+        stress(4, 3_000, 8, SmpConfig::with_capacity(8).batch(4));
+    }
+}
+
+/// Millions of messages: 4 cores x 3 destinations x 250k requests, plus as many replies.
+/// `cargo test -p seastar-kernel --release smp::tests::stress_millions -- --ignored`
+#[test]
+#[ignore = "long: run with --release -- --ignored"]
+fn stress_millions_of_messages_between_all_pairs() {
+    stress(4, 250_000, 32, SmpConfig::default());
+}
+
+#[test]
+fn idle_cores_sleep_and_are_woken_only_through_the_doorbell() {
+    let (out, stats) = run_cores(2, small(), || async {
+        // Core 1 sleeps between requests (nothing else to do), so they need doorbells.
+        for i in 0..20u32 {
+            assert_eq!(submit_to(1, move || async move { i }).await, Ok(i));
+        }
+        stats().expect("attached").doorbells
+    });
+    assert!(out >= 1, "core 0 rang core 1's doorbell");
+    assert!(stats[1].doorbells >= 1, "core 1 rang core 0's doorbell");
+}
