@@ -81,3 +81,13 @@ pub mod time {
         MissedTickBehavior, Sleep, Timeout,
     };
 }
+
+/// Cross-core messaging (the kernel's, re-exported): every core of a `run_on_all` call can
+/// reach every other through `submit_to`, `invoke_on_all`, `map_reduce` and [`smp::Sharded`].
+/// A core whose root future has returned keeps answering until all cores are done.
+pub mod smp {
+    pub use seastar_kernel::smp::{
+        core_count, current_core, invoke_on_all, invoke_on_others, map_reduce, stats,
+        submit_to, Sharded, SmpError, SmpStats,
+    };
+}

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //!  run_cores ──spawn_scoped──> core i: pin ─> platform (ON this thread) ─> install CoreIo
-//!      │                               ─> Executor::new(platform) ─> block_on(Abortable(fut))
+//!      │   (one smp endpoint each)     ─> Executor::new(platform) + attach_smp(endpoint)
+//!      │                               ─> block_on(Abortable(fut), then wait for all cores)
 //!      │                                        │ root future returns ─> Ok(T)
 //!      │                                        │ panic / setup error  ─> ExitGuard aborts the
 //!      │                                        │                         others (flag + wake)
@@ -13,7 +14,7 @@ use std::any::Any;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::task::{Context, Poll, Waker};
 use std::thread;
@@ -22,6 +23,7 @@ use seastar_hal::Platform;
 use seastar_hal_linux::{UringConfig, UringPlatform};
 use seastar_hal_mio::MioPlatform;
 use seastar_kernel::executor::Executor;
+use seastar_kernel::smp::{SmpConfig, SmpEndpoint, SmpSystem};
 
 use super::Backend;
 use crate::error::Error;
@@ -30,6 +32,10 @@ use crate::io_handle::{self, CoreIo};
 /// Shared by the cores of one `run_*` call: when one fails, the others stop.
 pub(crate) struct Coordinator {
     aborted: AtomicBool,
+    /// Cores whose root future has returned. A finished core keeps serving cross-core
+    /// requests (`submit_to`, `Sharded`) until every core has finished, so a fast core
+    /// leaving early does not fail the others' calls to it.
+    finished: AtomicUsize,
     /// The root-future waker of each core, to wake it when aborting.
     wakers: Mutex<Vec<Option<Waker>>>,
 }
@@ -38,6 +44,7 @@ impl Coordinator {
     pub(crate) fn new(cores: usize) -> Self {
         Coordinator {
             aborted: AtomicBool::new(false),
+            finished: AtomicUsize::new(0),
             wakers: Mutex::new(vec![None; cores]),
         }
     }
@@ -61,6 +68,50 @@ impl Coordinator {
 
     fn is_aborted(&self) -> bool {
         self.aborted.load(Ordering::Acquire)
+    }
+
+    /// Count this core as finished; the last one wakes every core waiting in
+    /// [`Coordinator::all_finished`].
+    fn core_finished(&self) {
+        let cores = self.cores();
+        if self.finished.fetch_add(1, Ordering::AcqRel) + 1 == cores {
+            let wakers: Vec<Waker> = match self.wakers.lock() {
+                Ok(mut w) => w.iter_mut().filter_map(Option::take).collect(),
+                Err(poisoned) => poisoned
+                    .into_inner()
+                    .iter_mut()
+                    .filter_map(Option::take)
+                    .collect(),
+            };
+            for w in wakers {
+                w.wake();
+            }
+        }
+    }
+
+    fn cores(&self) -> usize {
+        match self.wakers.lock() {
+            Ok(w) => w.len(),
+            Err(poisoned) => poisoned.into_inner().len(),
+        }
+    }
+
+    /// Resolves when every core has finished its root future, or a core failed.
+    fn all_finished(&self, core: usize) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            let done =
+                || self.is_aborted() || self.finished.load(Ordering::Acquire) == self.cores();
+            if done() {
+                return Poll::Ready(());
+            }
+            self.register(core, cx.waker());
+            // The last core may have finished between the check and the registration.
+            if done() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
     }
 
     fn register(&self, core: usize, waker: &Waker) {
@@ -127,6 +178,8 @@ pub(crate) struct CoreSpec<'a> {
     pub(crate) backend: Backend,
     pub(crate) uring: &'a UringConfig,
     pub(crate) coord: &'a Coordinator,
+    /// This core's end of the cross-core rings.
+    pub(crate) smp: SmpEndpoint,
 }
 
 /// Why a core produced no value.
@@ -164,11 +217,11 @@ where
                 UringPlatform::new(spec.uring.clone())
                     .map_err(|e| platform_err(Backend::IoUring, e))?,
             );
-            run_executor(&spec, p.clone(), CoreIo::Uring(p), start)
+            run_executor(spec, p.clone(), CoreIo::Uring(p), start)
         }
         Backend::Mio => {
             let p = Rc::new(MioPlatform::new().map_err(|e| platform_err(Backend::Mio, e))?);
-            run_executor(&spec, p.clone(), CoreIo::Mio(p), start)
+            run_executor(spec, p.clone(), CoreIo::Mio(p), start)
         }
         Backend::Auto => Err(CoreFailure::Failed(Error::Config(
             "internal: Auto reached a core unresolved".into(),
@@ -184,7 +237,7 @@ fn sys_pin(core: usize, cpu: usize) -> Result<(), CoreFailure> {
 }
 
 fn run_executor<P, S, Fut>(
-    spec: &CoreSpec<'_>,
+    spec: CoreSpec<'_>,
     platform: P,
     io: CoreIo,
     start: S,
@@ -197,13 +250,23 @@ where
     // Dropped last: the executor's shutdown drops tasks whose sockets reach the handle.
     let _installed = io_handle::install(spec.core, io);
     let mut executor = Executor::new(platform);
+    executor
+        .attach_smp(spec.smp)
+        .map_err(|e| CoreFailure::Failed(Error::Config(e.to_string())))?;
+    let coord = spec.coord;
+    let core = spec.core;
     let root = Abortable {
         fut: Box::pin(start()),
-        coord: spec.coord,
-        core: spec.core,
+        coord,
+        core,
         registered: None,
     };
-    let res = executor.block_on(root);
+    let res = executor.block_on(async move {
+        let out = root.await;
+        coord.core_finished();
+        coord.all_finished(core).await;
+        out
+    });
     drop(executor);
     match res {
         Ok(Some(out)) => Ok(out),
@@ -236,15 +299,18 @@ where
     Fut::Output: Send,
 {
     let coord = Coordinator::new(starters.len());
+    let endpoints = SmpSystem::build(starters.len(), SmpConfig::default())
+        .map_err(|e| Error::Config(format!("cross-core rings: {e}")))?;
     let outcomes: Vec<Result<Fut::Output, CoreFailure>> = thread::scope(|scope| {
         let mut handles = Vec::with_capacity(starters.len());
-        for (core, start) in starters.into_iter().enumerate() {
+        for ((core, start), smp) in starters.into_iter().enumerate().zip(endpoints) {
             let spec = CoreSpec {
                 core,
                 cpu: cpus.and_then(|c| c.get(core).copied()),
                 backend,
                 uring,
                 coord: &coord,
+                smp,
             };
             let spawned = thread::Builder::new()
                 .name(format!("seastar-core-{core}"))
