@@ -5,10 +5,12 @@
 //! `match` in [`main`] (the rust-analyzer layout):
 //!
 //! * `test` ([`test`]): every check CI runs, with [`setup`] installing what is missing.
+//! * `bench` ([`bench`]): servers side by side against their peers (never part of `test`).
 //! * `help`: the list below.
 //!
 //! No dependencies: only `std`, so the tasks build in seconds on a fresh clone.
 
+mod bench;
 mod run;
 mod setup;
 mod test;
@@ -28,6 +30,11 @@ TASKS:
             Prints each step's name, duration and PASS/FAIL, and ends with the line
             `N passed, M failed`; exits non-zero if any step failed.
             See `cargo xtask test --help` for its options.
+    bench   Benchmark servers side by side: echo (ours, tokio, monoio, a raw io_uring
+            floor) under `loadgen`, HTTP plaintext (ours, hyper, monoio) under `wrk`; prints a
+            markdown table and writes it with the raw figures to target/bench-report/.
+            `--quick`: a reduced matrix (< 2 minutes). See `cargo xtask bench --help`.
+            Not part of `test`.
     help    Print this message.
 ";
 
@@ -37,6 +44,7 @@ fn main() -> ExitCode {
     let rest: Vec<String> = args.collect();
     match task.as_deref() {
         Some("test") => test::run(&rest),
+        Some("bench") => bench::run(&rest),
         None | Some("help" | "--help" | "-h") => {
             print!("{HELP}");
             ExitCode::SUCCESS

@@ -1,0 +1,151 @@
+//! Criterion micro-benchmarks of one cross-core round trip, in one group with the references
+//! it is measured against: `cargo bench -p seastar-benches --bench cross_core`.
+//!
+//! * `seastar_submit_to/busy_target`: core 0 awaits `submit_to(1, ..)` of an empty closure,
+//!   one at a time; core 1's root future keeps yielding, so its loop never blocks (it still
+//!   enters the kernel once per loop iteration to look for I/O).
+//! * `seastar_submit_to/idle_target`: the same, core 1 otherwise idle (parked in the kernel,
+//!   woken through its doorbell for every message).
+//! * `cache_line_ping_pong`: the hardware floor: two threads pinned to CPUs 0 and 1 spinning
+//!   on one cache line, handing a counter back and forth.
+//! * `crossbeam_channel`: two threads pinned to CPUs 0 and 1, a request and a reply over two
+//!   `crossbeam_channel::bounded(1)` channels.
+//!
+//! Needs two CPUs; on a machine others use the figures are noisy (a spinning thread loses its
+//! CPU now and then).
+
+use std::hint::black_box;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use seastar::{Backend, Runtime};
+use seastar_benches::affinity::pin_current_thread;
+
+fn two_cores() -> Runtime {
+    let rt = Runtime::builder()
+        .cores(2)
+        .pin(true)
+        .backend(Backend::IoUring)
+        .build();
+    match rt {
+        Ok(rt) => rt,
+        Err(e) => panic!("cannot start a 2-core seastar runtime: {e}"),
+    }
+}
+
+/// `iters` sequential `submit_to(1, ..)` round trips from core 0; core 1 yields (`busy`) or
+/// sleeps until core 0 is done.
+fn submit_to_round_trips(rt: &Runtime, iters: u64, busy: bool) -> Duration {
+    let done = Arc::new(AtomicBool::new(false));
+    let out = rt.run_on_all(|core| {
+        let done = done.clone();
+        async move {
+            if core == 0 {
+                let start = Instant::now();
+                for i in 0..iters {
+                    let r = seastar_kernel::smp::submit_to(1, move || async move { black_box(i) });
+                    black_box(r.await.ok());
+                }
+                let elapsed = start.elapsed();
+                done.store(true, Ordering::Release);
+                // Wake core 1 if it is parked.
+                let _ = seastar_kernel::smp::submit_to(1, || async {}).await;
+                elapsed
+            } else {
+                while !done.load(Ordering::Acquire) {
+                    if busy {
+                        seastar::task::yield_now().await;
+                    } else {
+                        seastar::time::sleep(Duration::from_millis(5)).await;
+                    }
+                }
+                Duration::ZERO
+            }
+        }
+    });
+    match out {
+        Ok(v) => v[0],
+        Err(e) => panic!("seastar runtime failed: {e}"),
+    }
+}
+
+#[repr(align(128))]
+struct Line(AtomicU64);
+
+fn ping_pong(iters: u64) -> Duration {
+    let line = Line(AtomicU64::new(0));
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let _ = pin_current_thread(1);
+            // Answer every odd value with the next even one.
+            for i in 0..iters {
+                while line.0.load(Ordering::Acquire) != 2 * i + 1 {
+                    std::hint::spin_loop();
+                }
+                line.0.store(2 * i + 2, Ordering::Release);
+            }
+        });
+        // Not on the calling thread: its CPU mask must stay whole for the runtime.
+        let a = s.spawn(|| {
+            let _ = pin_current_thread(0);
+            let start = Instant::now();
+            for i in 0..iters {
+                line.0.store(2 * i + 1, Ordering::Release);
+                while line.0.load(Ordering::Acquire) != 2 * i + 2 {
+                    std::hint::spin_loop();
+                }
+            }
+            start.elapsed()
+        });
+        a.join().unwrap_or_default()
+    })
+}
+
+fn crossbeam_round_trips(iters: u64) -> Duration {
+    let (req_tx, req_rx) = crossbeam_channel::bounded::<u64>(1);
+    let (rep_tx, rep_rx) = crossbeam_channel::bounded::<u64>(1);
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            let _ = pin_current_thread(1);
+            while let Ok(v) = req_rx.recv() {
+                if rep_tx.send(v).is_err() {
+                    break;
+                }
+            }
+        });
+        let a = s.spawn(move || {
+            let _ = pin_current_thread(0);
+            let start = Instant::now();
+            for i in 0..iters {
+                if req_tx.send(i).is_err() {
+                    break;
+                }
+                black_box(rep_rx.recv().ok());
+            }
+            start.elapsed()
+        });
+        a.join().unwrap_or_default()
+    })
+}
+
+fn cross_core(c: &mut Criterion) {
+    let rt = two_cores();
+    let mut g = c.benchmark_group("cross_core_round_trip");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("seastar_submit_to/busy_target", |b| {
+        b.iter_custom(|iters| submit_to_round_trips(&rt, iters, true))
+    });
+    g.bench_function("seastar_submit_to/idle_target", |b| {
+        b.iter_custom(|iters| submit_to_round_trips(&rt, iters, false))
+    });
+    g.bench_function("cache_line_ping_pong", |b| b.iter_custom(ping_pong));
+    g.bench_function("crossbeam_channel", |b| {
+        b.iter_custom(crossbeam_round_trips)
+    });
+    g.finish();
+}
+
+criterion_group!(benches, cross_core);
+criterion_main!(benches);

@@ -1,0 +1,1065 @@
+//! `cargo xtask bench`: the echo servers side by side under one load generator (`loadgen`),
+//! and the HTTP plaintext servers under `wrk`.
+//!
+//! Builds the binaries of `seastar-benches` in release, then for every point of the matrix
+//! (message size × connections × messages in flight) runs every server in turn, round after
+//! round (A B C … A B C …, so drift on a shared machine hits every server alike): the server
+//! pinned to one CPU, `loadgen` pinned to another, warm-up, then a measured window in which
+//! `loadgen` samples the server's CPU time from `/proc/<pid>/stat`. Every figure in the table
+//! is next to its ratio against the peers measured in the same run; the raw figures of every
+//! run go to `target/bench-report/report.json`, the table to `report.md`.
+//!
+//! Benchmarks are not tests: nothing here asserts a timing. The task fails only when a run
+//! could not be made (a server that did not start, a load generator that failed).
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::run;
+
+const HELP: &str = "\
+cargo xtask bench: servers side by side (ours, tokio, monoio, hyper, a raw io_uring floor)
+
+USAGE:
+    cargo xtask bench [--quick] [OPTIONS]
+
+Builds `seastar-benches` (release), then runs the matrix: each server pinned to the server
+CPU, the load (`loadgen` for echo, `wrk` for HTTP) pinned to the load CPU; servers alternated
+A B A B over the rounds. Prints a markdown table per matrix point (throughput, p50/p99/p999
+latency, server CPU per message, and the ratio of ours to every peer) and writes it, with
+every run's raw figures, to target/bench-report/report.md and report.json.
+
+MATRIX:
+    full (default)  echo: 64 B and 4 KiB messages × 16 and 256 connections × 1 and 16 in
+                    flight; HTTP plaintext: 16 and 256 connections; 4 rounds, 2 s warm-up +
+                    5 s measured per run (about 30 minutes)
+    --quick         echo: 64 B × 16 conns × 1 in flight, 4 KiB × 256 conns × 16 in flight;
+                    HTTP: 16 conns; 2 rounds, 1 s warm-up + 2 s measured (under 2 minutes,
+                    plus the build)
+
+OPTIONS:
+    --quick             The reduced matrix above.
+    --servers A,B,...   Only these servers (default: all). Echo: seastar-uring, seastar-mio,
+                        tokio-ct, tokio-mt, monoio, raw-uring. HTTP: seastar-uring, hyper,
+                        monoio.
+    --no-http           Skip the HTTP points.
+    --rounds N          Rounds (each runs every server once).
+    --warmup SECS       Warm-up per run (wrk: rounded up to whole seconds).
+    --duration SECS     Measured window per run (wrk: rounded up to whole seconds).
+    --server-cpu N      CPU for the servers (default 0).
+    --load-cpu N        CPU for loadgen / wrk (default 1).
+    --no-build          Use the binaries already built.
+    -h, --help          Print this message.
+
+The HTTP points need `wrk` and `taskset` on PATH (`sudo apt-get install wrk util-linux`);
+without them they are skipped, and the report says why.
+
+The server's CPU per message (utime + stime over the measured window, divided by the messages
+echoed in it) is the fair figure on a 2-CPU machine, where the load generator saturates its CPU
+before the server does. Figures from a machine others use are noisy: compare ratios from one
+run, never absolute numbers across runs.
+";
+
+/// Ours: the figure every ratio is taken against.
+const OURS: &str = "seastar-uring";
+
+/// What a matrix point measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    /// The echo protocol, driven by `loadgen`.
+    Echo,
+    /// HTTP/1.1 plaintext `GET /` → "Hello, World!", driven by `wrk`.
+    Http,
+}
+
+/// A server of the matrix: its name in the report, its binary and extra arguments.
+#[derive(Debug, Clone, Copy)]
+struct Server {
+    kind: Kind,
+    name: &'static str,
+    bin: &'static str,
+    args: &'static [&'static str],
+    what: &'static str,
+}
+
+const SERVERS: &[Server] = &[
+    Server {
+        kind: Kind::Echo,
+        name: "seastar-uring",
+        bin: "echo-seastar",
+        args: &["--backend", "uring"],
+        what: "ours, io_uring backend, 1 core",
+    },
+    Server {
+        kind: Kind::Echo,
+        name: "seastar-mio",
+        bin: "echo-seastar",
+        args: &["--backend", "mio"],
+        what: "ours, mio (epoll) backend, 1 core",
+    },
+    Server {
+        kind: Kind::Echo,
+        name: "tokio-ct",
+        bin: "echo-tokio-ct",
+        args: &[],
+        what: "tokio current-thread",
+    },
+    Server {
+        kind: Kind::Echo,
+        name: "tokio-mt",
+        bin: "echo-tokio-mt",
+        args: &["--threads", "1"],
+        what: "tokio multi-thread, 1 worker",
+    },
+    Server {
+        kind: Kind::Echo,
+        name: "monoio",
+        bin: "echo-monoio",
+        args: &[],
+        what: "monoio (io_uring)",
+    },
+    Server {
+        kind: Kind::Echo,
+        name: "raw-uring",
+        bin: "echo-raw-uring",
+        args: &[],
+        what: "the floor: raw io_uring, multishot recv + provided buffers, no runtime",
+    },
+    Server {
+        kind: Kind::Http,
+        name: "seastar-uring",
+        bin: "http-seastar",
+        args: &["--backend", "uring"],
+        what: "ours, io_uring, 1 core, minimal HTTP/1.1 in the bench crate",
+    },
+    Server {
+        kind: Kind::Http,
+        name: "hyper",
+        bin: "http-hyper",
+        args: &[],
+        what: "hyper (http1) on tokio current-thread",
+    },
+    Server {
+        kind: Kind::Http,
+        name: "monoio",
+        bin: "http-monoio",
+        args: &[],
+        what: "monoio, the same minimal HTTP/1.1 as ours",
+    },
+];
+
+/// One point of the matrix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Point {
+    kind: Kind,
+    size: usize,
+    connections: usize,
+    inflight: usize,
+}
+
+impl Point {
+    fn title(&self) -> String {
+        if self.kind == Kind::Http {
+            return format!("HTTP/1.1 plaintext (wrk), {} connections", self.connections);
+        }
+        let size = if self.size % 1024 == 0 {
+            format!("{} KiB", self.size / 1024)
+        } else {
+            format!("{} B", self.size)
+        };
+        format!(
+            "{size} messages, {} connections, {} in flight each",
+            self.connections, self.inflight
+        )
+    }
+}
+
+#[derive(Debug)]
+struct Options {
+    quick: bool,
+    servers: Vec<Server>,
+    rounds: usize,
+    warmup: f64,
+    duration: f64,
+    server_cpu: usize,
+    load_cpu: usize,
+    build: bool,
+    http: bool,
+}
+
+fn parse(args: &[String]) -> Result<Option<Options>, String> {
+    let quick = args.iter().any(|a| a == "--quick");
+    let mut o = Options {
+        quick,
+        servers: SERVERS.to_vec(),
+        rounds: if quick { 2 } else { 4 },
+        warmup: if quick { 1.0 } else { 2.0 },
+        duration: if quick { 2.0 } else { 5.0 },
+        server_cpu: 0,
+        load_cpu: 1,
+        build: true,
+        http: true,
+    };
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
+        let num = |name: &str, v: String| -> Result<f64, String> {
+            v.parse::<f64>()
+                .ok()
+                .filter(|x| *x >= 0.0 && x.is_finite())
+                .ok_or_else(|| format!("bad value {v:?} for {name}"))
+        };
+        match arg.as_str() {
+            "-h" | "--help" => return Ok(None),
+            "--quick" => {}
+            "--no-build" => o.build = false,
+            "--no-http" => o.http = false,
+            "--servers" => {
+                let list = value(arg)?;
+                let names: Vec<&str> = list.split(',').map(str::trim).collect();
+                if let Some(bad) = names
+                    .iter()
+                    .find(|n| !SERVERS.iter().any(|s| s.name == **n))
+                {
+                    return Err(format!("unknown server {bad:?}"));
+                }
+                o.servers = SERVERS
+                    .iter()
+                    .filter(|s| names.contains(&s.name))
+                    .copied()
+                    .collect();
+            }
+            "--rounds" => o.rounds = num(arg, value(arg)?)?.max(1.0) as usize,
+            "--warmup" => o.warmup = num(arg, value(arg)?)?,
+            "--duration" => o.duration = num(arg, value(arg)?)?.max(0.1),
+            "--server-cpu" => o.server_cpu = num(arg, value(arg)?)? as usize,
+            "--load-cpu" => o.load_cpu = num(arg, value(arg)?)? as usize,
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok(Some(o))
+}
+
+fn matrix(quick: bool, http: bool) -> Vec<Point> {
+    let echo = |size, connections, inflight| Point {
+        kind: Kind::Echo,
+        size,
+        connections,
+        inflight,
+    };
+    let web = |connections| Point {
+        kind: Kind::Http,
+        size: 0,
+        connections,
+        inflight: 1,
+    };
+    let mut points = Vec::new();
+    if quick {
+        points.push(echo(64, 16, 1));
+        points.push(echo(4096, 256, 16));
+        if http {
+            points.push(web(16));
+        }
+        return points;
+    }
+    for size in [64, 4096] {
+        for connections in [16, 256] {
+            for inflight in [1, 16] {
+                points.push(echo(size, connections, inflight));
+            }
+        }
+    }
+    if http {
+        points.push(web(16));
+        points.push(web(256));
+    }
+    points
+}
+
+/// One run: one server under one point of the matrix, in one round.
+#[derive(Debug)]
+struct RunResult {
+    point: Point,
+    server: &'static str,
+    round: usize,
+    /// The load generator's JSON line, or why the run failed.
+    outcome: Result<String, String>,
+}
+
+pub fn run(args: &[String]) -> ExitCode {
+    let opts = match parse(args) {
+        Ok(Some(o)) => o,
+        Ok(None) => {
+            print!("{HELP}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("error: {e}\n");
+            eprint!("{HELP}");
+            return ExitCode::from(2);
+        }
+    };
+    let started = Instant::now();
+    if opts.build {
+        let mut cmd = run::cargo();
+        cmd.args(["build", "--release", "-p", "seastar-benches", "--bins"]);
+        println!("bench: building the servers and the load generator (release)");
+        if let Err(e) = run::stream(&mut cmd, None) {
+            eprintln!("bench: build failed: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let mut opts = opts;
+    let mut http_skipped = None;
+    if opts.http && opts.servers.iter().any(|s| s.kind == Kind::Http) {
+        if let Some(missing) = missing_http_tools() {
+            println!("bench: {missing}; the HTTP points are skipped");
+            http_skipped = Some(missing);
+            opts.http = false;
+        }
+    }
+    let bin_dir = target_dir().join("release");
+    for name in opts
+        .servers
+        .iter()
+        .filter(|s| opts.http || s.kind == Kind::Echo)
+        .map(|s| s.bin)
+        .chain(std::iter::once("loadgen"))
+    {
+        if !bin_dir.join(name).is_file() {
+            eprintln!(
+                "bench: {} is missing; build it with `cargo build --release -p seastar-benches --bins` \
+                 (or drop --no-build)",
+                bin_dir.join(name).display()
+            );
+            return ExitCode::FAILURE;
+        }
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if opts.server_cpu == opts.load_cpu || cpus < 2 {
+        println!(
+            "bench: warning: server and load share a CPU ({cpus} available): the figures \
+             measure the two together"
+        );
+    }
+    let points = matrix(opts.quick, opts.http);
+    let servers_of = |kind: Kind| -> Vec<Server> {
+        opts.servers
+            .iter()
+            .filter(|s| s.kind == kind)
+            .copied()
+            .collect()
+    };
+    let total: usize = points
+        .iter()
+        .map(|p| opts.rounds * servers_of(p.kind).len())
+        .sum();
+    let per_run = opts.warmup.ceil() + opts.duration.ceil() + 0.5;
+    println!(
+        "bench: {total} runs ({} points × {} rounds × their servers), about {:.0} s",
+        points.len(),
+        opts.rounds,
+        total as f64 * per_run
+    );
+    let load_before = loadavg();
+    let mut results = Vec::with_capacity(total);
+    let mut n = 0;
+    for &point in &points {
+        for round in 1..=opts.rounds {
+            for server in &servers_of(point.kind) {
+                n += 1;
+                let outcome = one_run(&bin_dir, server, point, &opts);
+                match &outcome {
+                    Ok(line) => println!(
+                        "[{n:>3}/{total}] {:<14} {:>5} B {:>3} conns {:>2} in flight  round {round}: \
+                         {:>10.0} msg/s  p99 {:>8.1} us  server {:>6.2} us/msg",
+                        server.name,
+                        point.size,
+                        point.connections,
+                        point.inflight,
+                        json_num(line, "msgs_per_s").unwrap_or(0.0),
+                        json_num(line, "p99_us").unwrap_or(0.0),
+                        json_num(line, "server_cpu_us_per_msg").unwrap_or(f64::NAN),
+                    ),
+                    Err(e) => println!(
+                        "[{n:>3}/{total}] {:<14} {:>5} B {:>3} conns {:>2} in flight  round {round}: FAILED: {e}",
+                        server.name, point.size, point.connections, point.inflight
+                    ),
+                }
+                results.push(RunResult {
+                    point,
+                    server: server.name,
+                    round,
+                    outcome,
+                });
+            }
+        }
+    }
+    let meta = Meta {
+        date: utc_now(),
+        quick: opts.quick,
+        rounds: opts.rounds,
+        warmup: opts.warmup,
+        duration: opts.duration,
+        server_cpu: opts.server_cpu,
+        load_cpu: opts.load_cpu,
+        cpus,
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_default(),
+        load_before,
+        load_after: loadavg(),
+        elapsed: started.elapsed(),
+        http_skipped,
+    };
+    let md = markdown(&meta, &opts.servers, &points, &results);
+    println!("\n{md}");
+    let out_dir = target_dir().join("bench-report");
+    let written = std::fs::create_dir_all(&out_dir)
+        .and_then(|()| std::fs::write(out_dir.join("report.md"), &md))
+        .and_then(|()| std::fs::write(out_dir.join("report.json"), json(&meta, &results)));
+    match written {
+        Ok(()) => println!(
+            "bench: wrote {} and report.json",
+            out_dir.join("report.md").display()
+        ),
+        Err(e) => {
+            eprintln!("bench: cannot write {}: {e}", out_dir.display());
+            return ExitCode::FAILURE;
+        }
+    }
+    let failed = results.iter().filter(|r| r.outcome.is_err()).count();
+    if failed > 0 {
+        eprintln!("bench: {failed} of {total} runs failed (see above)");
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
+
+/// `$CARGO_TARGET_DIR` (relative to the workspace root if relative), else `<root>/target`.
+fn target_dir() -> PathBuf {
+    let root = crate::project_root();
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => root.join(dir),
+        None => root.join("target"),
+    }
+}
+
+/// Kills the server when dropped, whatever happened to the run.
+struct ServerProcess(Child);
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn one_run(
+    bin_dir: &Path,
+    server: &Server,
+    point: Point,
+    opts: &Options,
+) -> Result<String, String> {
+    let port = free_port()?;
+    let mut cmd = Command::new(bin_dir.join(server.bin));
+    cmd.args(server.args)
+        .args(["--port", &port.to_string()])
+        .args(["--core", &opts.server_cpu.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let mut child = ServerProcess(
+        cmd.spawn()
+            .map_err(|e| format!("cannot start {}: {e}", server.bin))?,
+    );
+    let pid = child.0.id();
+    let stdout = child.0.stdout.take().ok_or("no server stdout")?;
+    // Wait for "listening on", then keep draining its output so it can never block on it.
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if line.starts_with("listening on") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    if rx.recv_timeout(Duration::from_secs(10)).is_err() {
+        let status = child.0.try_wait().ok().flatten();
+        return Err(match status {
+            Some(s) => format!("{} exited before listening ({s})", server.bin),
+            None => format!("{} did not print `listening on` within 10 s", server.bin),
+        });
+    }
+    if point.kind == Kind::Http {
+        return wrk_run(port, point, opts, pid, server.name);
+    }
+    let mut load = Command::new(bin_dir.join("loadgen"));
+    load.args(["--addr", &format!("127.0.0.1:{port}")])
+        .args(["--connections", &point.connections.to_string()])
+        .args(["--size", &point.size.to_string()])
+        .args(["--inflight", &point.inflight.to_string()])
+        .args(["--warmup", &opts.warmup.to_string()])
+        .args(["--duration", &opts.duration.to_string()])
+        .args(["--core", &opts.load_cpu.to_string()])
+        .args(["--server-pid", &pid.to_string()])
+        .args(["--label", server.name])
+        .arg("--quiet");
+    let out = run::capture(&mut load)?;
+    if let Ok(Some(status)) = child.0.try_wait() {
+        return Err(format!("{} died during the run ({status})", server.bin));
+    }
+    let line = out
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .ok_or("loadgen printed no JSON line")?
+        .to_owned();
+    if json_num(&line, "errors").unwrap_or(0.0) > 0.0 {
+        return Err(format!(
+            "loadgen saw errors: {}",
+            json_str(&line, "first_error").unwrap_or_default()
+        ));
+    }
+    if json_num(&line, "messages").unwrap_or(0.0) == 0.0 {
+        return Err("no message was echoed in the measured window".into());
+    }
+    Ok(line)
+}
+
+/// `wrk` (and `taskset`, to pin it) on `PATH`, or which is missing and how to install it.
+fn missing_http_tools() -> Option<String> {
+    let on_path = |tool: &str| {
+        std::env::var_os("PATH")
+            .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()))
+            .unwrap_or(false)
+    };
+    if !on_path("wrk") {
+        return Some(
+            "`wrk` is not on PATH: install it with `sudo apt-get install wrk` (Debian/Ubuntu), \
+             `sudo dnf install wrk` (Fedora) or `brew install wrk` (macOS)"
+                .to_owned(),
+        );
+    }
+    if !on_path("taskset") {
+        return Some(
+            "`taskset` (to pin wrk) is not on PATH: install it with \
+             `sudo apt-get install util-linux`"
+                .to_owned(),
+        );
+    }
+    None
+}
+
+/// Drive an HTTP server with `wrk` (one thread, pinned to the load CPU): a warm-up run, then
+/// the measured run, with the server's CPU time read from `/proc/<pid>/stat` around it. The
+/// figures come back as a JSON line shaped like `loadgen`'s (wrk reports no p99.9, and its
+/// window includes its own connection setup, the same for every server).
+fn wrk_run(
+    port: u16,
+    point: Point,
+    opts: &Options,
+    pid: u32,
+    label: &str,
+) -> Result<String, String> {
+    let url = format!("http://127.0.0.1:{port}/");
+    // wrk takes whole seconds.
+    let secs = |s: f64| format!("{}s", s.ceil().max(1.0) as u64);
+    let wrk = |duration: &str| {
+        let mut cmd = Command::new("taskset");
+        cmd.args(["-c", &opts.load_cpu.to_string(), "wrk", "-t1"])
+            .args(["-c", &point.connections.to_string()])
+            .args(["-d", duration, "--latency", &url]);
+        cmd
+    };
+    if opts.warmup > 0.0 {
+        run::capture(&mut wrk(&secs(opts.warmup)))?;
+    }
+    let cpu0 = proc_cpu_secs(pid)?;
+    let t0 = Instant::now();
+    let out = run::capture(&mut wrk(&secs(opts.duration)))?;
+    let wall = t0.elapsed().as_secs_f64();
+    let cpu = proc_cpu_secs(pid)? - cpu0;
+    let w = parse_wrk(&out).ok_or_else(|| {
+        format!(
+            "cannot read wrk's output: {}",
+            out.lines().collect::<Vec<_>>().join(" / ")
+        )
+    })?;
+    if w.bad_responses > 0 || w.requests == 0 {
+        return Err(format!(
+            "wrk: {} requests, {} non-2xx/3xx responses",
+            w.requests, w.bad_responses
+        ));
+    }
+    Ok(format!(
+        "{{\"label\":\"{label}\",\"tool\":\"wrk\",\"connections\":{},\"messages\":{},\
+         \"msgs_per_s\":{:.1},\"p50_us\":{:.2},\"p90_us\":{:.2},\"p99_us\":{:.2},\
+         \"socket_errors\":{},\"errors\":0,\"window_s\":{wall:.4},\"server_cpu_s\":{cpu:.4},\
+         \"server_cpu_util\":{:.4},\"server_cpu_us_per_msg\":{:.4}}}",
+        point.connections,
+        w.requests,
+        w.requests_per_sec,
+        w.p50_us,
+        w.p90_us,
+        w.p99_us,
+        w.socket_errors,
+        cpu / wall.max(1e-9),
+        cpu * 1e6 / w.requests as f64,
+    ))
+}
+
+/// What `cargo xtask bench` reads from `wrk --latency`'s report.
+#[derive(Debug, Default, PartialEq)]
+struct WrkFigures {
+    requests: u64,
+    requests_per_sec: f64,
+    p50_us: f64,
+    p90_us: f64,
+    p99_us: f64,
+    bad_responses: u64,
+    socket_errors: u64,
+}
+
+fn parse_wrk(out: &str) -> Option<WrkFigures> {
+    let mut w = WrkFigures::default();
+    let mut seen_rate = false;
+    for line in out.lines().map(str::trim) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["Requests/sec:", rate] => {
+                w.requests_per_sec = rate.parse().ok()?;
+                seen_rate = true;
+            }
+            [n, "requests", "in", ..] => w.requests = n.parse().ok()?,
+            ["50%", t] => w.p50_us = wrk_time_us(t)?,
+            ["90%", t] => w.p90_us = wrk_time_us(t)?,
+            ["99%", t] => w.p99_us = wrk_time_us(t)?,
+            ["Non-2xx", "or", "3xx", "responses:", n] => w.bad_responses = n.parse().ok()?,
+            ["Socket", "errors:", rest @ ..] => {
+                w.socket_errors = rest
+                    .iter()
+                    .filter_map(|x| x.trim_end_matches(',').parse::<u64>().ok())
+                    .sum();
+            }
+            _ => {}
+        }
+    }
+    seen_rate.then_some(w)
+}
+
+/// wrk's times ("105.83us", "2.01ms", "1.20s", "3.00m") in microseconds.
+fn wrk_time_us(t: &str) -> Option<f64> {
+    let split = t.find(|c: char| c.is_ascii_alphabetic())?;
+    let (num, unit) = t.split_at(split);
+    let v: f64 = num.parse().ok()?;
+    let scale = match unit {
+        "us" => 1.0,
+        "ms" => 1e3,
+        "s" => 1e6,
+        "m" => 60e6,
+        "h" => 3600e6,
+        _ => return None,
+    };
+    Some(v * scale)
+}
+
+/// A process's user + system CPU time in seconds, from `/proc/<pid>/stat` (fields 14 and
+/// 15, counted after the command name's closing parenthesis).
+fn proc_cpu_secs(pid: u32) -> Result<f64, String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_err(|e| format!("cannot read /proc/{pid}/stat: {e}"))?;
+    let rest = &stat[stat.rfind(')').map_or(0, |i| i + 1)..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+    match (ticks(11), ticks(12)) {
+        (Some(utime), Some(stime)) => Ok((utime + stime) as f64 / clock_ticks() as f64),
+        _ => Err(format!("unexpected /proc/{pid}/stat format")),
+    }
+}
+
+/// `getconf CLK_TCK` (100 on Linux; std has no sysconf).
+fn clock_ticks() -> u64 {
+    static TICKS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        run::capture(Command::new("getconf").arg("CLK_TCK"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .filter(|t| *t > 0)
+            .unwrap_or(100)
+    })
+}
+
+/// A port nobody listens on now (bind port 0, read it, let it go).
+fn free_port() -> Result<u16, String> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("cannot find a free port: {e}"))
+}
+
+/// The number after `"key":` in a flat JSON object (the load generator's line).
+fn json_num(line: &str, key: &str) -> Option<f64> {
+    let pat = format!("\"{key}\":");
+    let rest = &line[line.find(&pat)? + pat.len()..];
+    let end = rest.find([',', '}']).unwrap_or(rest.len());
+    rest[..end].trim().parse().ok()
+}
+
+/// The string after `"key":` in a flat JSON object (escapes kept as they are).
+fn json_str(line: &str, key: &str) -> Option<String> {
+    let pat = format!("\"{key}\":\"");
+    let rest = &line[line.find(&pat)? + pat.len()..];
+    let mut out = String::new();
+    let mut escaped = false;
+    for c in rest.chars() {
+        match (escaped, c) {
+            (false, '\\') => escaped = true,
+            (false, '"') => return Some(out),
+            (_, c) => {
+                escaped = false;
+                out.push(c);
+            }
+        }
+    }
+    None
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+/// The current UTC time as `YYYY-MM-DD HH:MM UTC` (no dependencies: civil-from-days).
+fn utc_now() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60
+    )
+}
+
+#[derive(Debug)]
+struct Meta {
+    date: String,
+    quick: bool,
+    rounds: usize,
+    warmup: f64,
+    duration: f64,
+    server_cpu: usize,
+    load_cpu: usize,
+    cpus: usize,
+    kernel: String,
+    load_before: String,
+    load_after: String,
+    elapsed: Duration,
+    /// Why the HTTP points did not run (a missing tool), if so.
+    http_skipped: Option<String>,
+}
+
+/// One server's figures at one point, over its successful rounds.
+#[derive(Debug, Default)]
+struct Summary {
+    runs: usize,
+    msgs_per_s: f64,
+    p50: f64,
+    p99: f64,
+    p999: f64,
+    cpu_per_msg: f64,
+    cpu_min: f64,
+    cpu_max: f64,
+    cpu_util: f64,
+    client_util: f64,
+}
+
+fn mean(v: &[f64]) -> f64 {
+    if v.is_empty() {
+        f64::NAN
+    } else {
+        v.iter().sum::<f64>() / v.len() as f64
+    }
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+fn summarize(results: &[RunResult], point: Point, server: &str) -> Summary {
+    let lines: Vec<&str> = results
+        .iter()
+        .filter(|r| r.point == point && r.server == server)
+        .filter_map(|r| r.outcome.as_deref().ok())
+        .collect();
+    let get = |key: &str| -> Vec<f64> {
+        lines
+            .iter()
+            .filter_map(|l| json_num(l, key))
+            .collect::<Vec<_>>()
+    };
+    let cpu = get("server_cpu_us_per_msg");
+    Summary {
+        runs: lines.len(),
+        msgs_per_s: mean(&get("msgs_per_s")),
+        p50: median(&get("p50_us")),
+        p99: median(&get("p99_us")),
+        p999: median(&get("p999_us")),
+        cpu_per_msg: mean(&cpu),
+        cpu_min: cpu.iter().copied().fold(f64::INFINITY, f64::min),
+        cpu_max: cpu.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        cpu_util: mean(&get("server_cpu_util")),
+        client_util: mean(&get("client_cpu_util")),
+    }
+}
+
+fn ratio(ours: f64, peer: f64) -> String {
+    if ours.is_finite() && peer.is_finite() && peer > 0.0 {
+        format!("{:.2}", ours / peer)
+    } else {
+        "–".to_owned()
+    }
+}
+
+/// `v` with `prec` decimals, or "–" when there is no figure.
+fn num(v: f64, prec: usize) -> String {
+    if v.is_finite() {
+        format!("{v:.prec$}")
+    } else {
+        "–".to_owned()
+    }
+}
+
+fn percent(v: f64) -> String {
+    if v.is_finite() {
+        format!("{:.0}%", v * 100.0)
+    } else {
+        "–".to_owned()
+    }
+}
+
+fn markdown(meta: &Meta, servers: &[Server], points: &[Point], results: &[RunResult]) -> String {
+    let mut md = String::new();
+    let matrix = if meta.quick { "quick" } else { "full" };
+    md.push_str(&format!(
+        "Server benchmark, {}: {matrix} matrix, {} rounds (servers alternated A B A B), \
+         {} s warm-up + {} s measured per run; server pinned to CPU {}, `loadgen` or `wrk` to CPU {} \
+         ({} CPUs, Linux {}; load average {} before, {} after; took {:.0} s).\n\n",
+        meta.date,
+        meta.rounds,
+        meta.warmup,
+        meta.duration,
+        meta.server_cpu,
+        meta.load_cpu,
+        meta.cpus,
+        meta.kernel,
+        meta.load_before,
+        meta.load_after,
+        meta.elapsed.as_secs_f64(),
+    ));
+    md.push_str(
+        "Throughput: mean over rounds; latency: median over rounds of each run's percentile; \
+         server CPU: utime + stime over the measured window ÷ messages echoed in it (mean, \
+         min–max over rounds). `ours ÷ peer` divides seastar-uring's figure by the row's: \
+         below 1 in CPU/msg means we spend less, above 1 in msg/s means we serve more. HTTP \
+         points count requests as messages; `wrk` reports no p99.9 and no CPU of its own.\n",
+    );
+    if let Some(why) = &meta.http_skipped {
+        md.push_str(&format!("\nThe HTTP points were skipped: {why}.\n"));
+    }
+    for &point in points {
+        let servers: Vec<&Server> = servers.iter().filter(|s| s.kind == point.kind).collect();
+        let has_ours = servers.iter().any(|s| s.name == OURS);
+        md.push_str(&format!("\n### {}\n\n", point.title()));
+        md.push_str(
+            "| server | msg/s | p50 µs | p99 µs | p99.9 µs | server CPU µs/msg (min–max) | \
+             server CPU use | load CPU use | ours ÷ peer: CPU/msg | ours ÷ peer: msg/s |\n",
+        );
+        md.push_str("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+        let ours = summarize(results, point, OURS);
+        for server in servers {
+            let s = summarize(results, point, server.name);
+            if s.runs == 0 {
+                md.push_str(&format!("| {} | failed | | | | | | | | |\n", server.name));
+                continue;
+            }
+            let (r_cpu, r_tput) = if has_ours && server.name != OURS {
+                (
+                    ratio(ours.cpu_per_msg, s.cpu_per_msg),
+                    ratio(ours.msgs_per_s, s.msgs_per_s),
+                )
+            } else {
+                ("–".to_owned(), "–".to_owned())
+            };
+            md.push_str(&format!(
+                "| {} | {} | {} | {} | {} | {} ({}–{}) | {} | {} | {r_cpu} | {r_tput} |\n",
+                server.name,
+                num(s.msgs_per_s, 0),
+                num(s.p50, 1),
+                num(s.p99, 1),
+                num(s.p999, 1),
+                num(s.cpu_per_msg, 2),
+                num(s.cpu_min, 2),
+                num(s.cpu_max, 2),
+                percent(s.cpu_util),
+                percent(s.client_util),
+            ));
+        }
+        let floor = summarize(results, point, "raw-uring");
+        if point.kind == Kind::Echo && has_ours && ours.runs > 0 && floor.runs > 0 {
+            md.push_str(&format!(
+                "\nOverhead of seastar-uring over the raw io_uring floor: {:+.2} µs of server CPU \
+                 per message ({}×).\n",
+                ours.cpu_per_msg - floor.cpu_per_msg,
+                ratio(ours.cpu_per_msg, floor.cpu_per_msg)
+            ));
+        }
+    }
+    md.push_str("\nServers:\n\n");
+    for s in servers {
+        md.push_str(&format!("- `{}`: {} (`{}`)\n", s.name, s.what, s.bin));
+    }
+    let failures: Vec<_> = results.iter().filter(|r| r.outcome.is_err()).collect();
+    if !failures.is_empty() {
+        md.push_str("\nFailed runs:\n\n");
+        for r in failures {
+            if let Err(e) = &r.outcome {
+                md.push_str(&format!(
+                    "- {} at {} (round {}): {e}\n",
+                    r.server,
+                    r.point.title(),
+                    r.round
+                ));
+            }
+        }
+    }
+    md
+}
+
+fn json(meta: &Meta, results: &[RunResult]) -> String {
+    let esc = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
+    let mut runs = Vec::new();
+    for r in results {
+        let figures = match &r.outcome {
+            Ok(line) => format!("\"loadgen\":{line}"),
+            Err(e) => format!("\"error\":\"{}\"", esc(e)),
+        };
+        runs.push(format!(
+            "    {{\"kind\":\"{}\",\"server\":\"{}\",\"round\":{},\"size\":{},\"connections\":{},\"inflight\":{},{figures}}}",
+            if r.point.kind == Kind::Http { "http" } else { "echo" },
+            r.server,
+            r.round, r.point.size, r.point.connections, r.point.inflight
+        ));
+    }
+    let mut by_server: BTreeMap<&str, usize> = BTreeMap::new();
+    for r in results.iter().filter(|r| r.outcome.is_ok()) {
+        *by_server.entry(r.server).or_default() += 1;
+    }
+    format!(
+        "{{\n  \"date\":\"{}\",\"matrix\":\"{}\",\"rounds\":{},\"warmup_s\":{},\"duration_s\":{},\
+         \"server_cpu\":{},\"load_cpu\":{},\"cpus\":{},\"kernel\":\"{}\",\
+         \"loadavg_before\":\"{}\",\"loadavg_after\":\"{}\",\"elapsed_s\":{:.1},\
+         \"ok_runs\":{},\"http_skipped\":{},\n  \"runs\":[\n{}\n  ]\n}}\n",
+        meta.date,
+        if meta.quick { "quick" } else { "full" },
+        meta.rounds,
+        meta.warmup,
+        meta.duration,
+        meta.server_cpu,
+        meta.load_cpu,
+        meta.cpus,
+        esc(&meta.kernel),
+        meta.load_before,
+        meta.load_after,
+        meta.elapsed.as_secs_f64(),
+        by_server.values().sum::<usize>(),
+        match &meta.http_skipped {
+            Some(why) => format!("\"{}\"", esc(why)),
+            None => "null".to_owned(),
+        },
+        runs.join(",\n")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_loadgen_line() {
+        let line = r#"{"label":"a \"b\"","messages":12,"p99_us":3.50,"errors":0}"#;
+        assert_eq!(json_num(line, "messages"), Some(12.0));
+        assert_eq!(json_num(line, "p99_us"), Some(3.5));
+        assert_eq!(json_num(line, "missing"), None);
+        assert_eq!(json_str(line, "label").as_deref(), Some("a \"b\""));
+    }
+
+    #[test]
+    fn quick_matrix_is_small() {
+        let quick = parse(&["--quick".to_owned()]).ok().flatten();
+        let Some(o) = quick else {
+            panic!("--quick parses")
+        };
+        let runs: usize = matrix(true, true)
+            .iter()
+            .map(|p| o.rounds * o.servers.iter().filter(|s| s.kind == p.kind).count())
+            .sum();
+        let secs = runs as f64 * (o.warmup.ceil() + o.duration.ceil() + 0.5);
+        assert!(secs < 120.0, "quick matrix takes {secs} s");
+        assert_eq!(matrix(false, false).len(), 8);
+        assert_eq!(matrix(false, true).len(), 10);
+    }
+
+    #[test]
+    fn reads_wrk_latency_report() {
+        let out = "Running 2s test @ http://127.0.0.1:7000/
+  1 threads and 16 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency   105.83us   45.12us   2.01ms   90.12%
+    Req/Sec    95.12k     5.23k  101.23k    80.00%
+  Latency Distribution
+     50%  100.00us
+     75%  112.00us
+     90%  130.00us
+     99%    1.25ms
+  190246 requests in 2.00s, 11.23MB read
+  Socket errors: connect 0, read 2, write 0, timeout 1
+Requests/sec:  95000.12
+Transfer/sec:     11.23MB
+";
+        let w = parse_wrk(out).expect("parses");
+        assert_eq!(w.requests, 190_246);
+        assert_eq!(w.p50_us, 100.0);
+        assert_eq!(w.p99_us, 1250.0);
+        assert_eq!(w.socket_errors, 3);
+        assert_eq!(w.requests_per_sec, 95000.12);
+        assert_eq!(parse_wrk("unable to connect"), None);
+    }
+}
