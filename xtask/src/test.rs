@@ -25,6 +25,8 @@ STEPS (in order; all run by default):
     test     cargo test --workspace --no-fail-fast [-- TEST_ARGS]
     no_std   cargo build -p seastar-hal -p seastar-kernel --no-default-features
                    --target thumbv7em-none-eabihf
+             cargo build -p seastar-kernel --no-default-features --features defmt
+                   --target thumbv7em-none-eabihf
     miri     cargo +nightly miri test -p seastar-hal --features sim
              cargo +nightly miri test -p seastar-kernel
 
@@ -353,7 +355,19 @@ fn commands(name: &str, test_args: &[String]) -> Vec<Command> {
                 "--target",
                 NO_STD_TARGET,
             ]);
-            vec![build]
+            // The embedded logging route (`klog!` -> defmt) must compile for the target too.
+            let mut defmt = run::cargo();
+            defmt.args([
+                "build",
+                "-p",
+                "seastar-kernel",
+                "--no-default-features",
+                "--features",
+                "defmt",
+                "--target",
+                NO_STD_TARGET,
+            ]);
+            vec![build, defmt]
         }
         "miri" => {
             // The HAL's tests are few and quick; running them first means a kernel run that
