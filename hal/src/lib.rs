@@ -33,5 +33,5 @@ pub mod sim;
 mod time;
 
 pub use error::{ErrorKind, IoError};
-pub use platform::{Platform, Unpark};
+pub use platform::{Platform, PollInfo, StallWatch, Unpark};
 pub use time::Instant;

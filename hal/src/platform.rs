@@ -45,6 +45,51 @@ pub trait Platform {
     /// submissions (io_uring) override this; the kernel calls it when it is about to run for a
     /// long time without parking. The default does nothing.
     fn flush(&self) {}
+
+    /// An observer of task polls as they happen, for a stall watchdog that reports a task
+    /// *while* it holds the core (the kernel itself reports a long poll only after it
+    /// returns). The kernel calls it around every task poll, so an implementation must be
+    /// cheap: a few stores, no system call, no allocation in the common case. The default is
+    /// none.
+    fn stall_watch(&self) -> Option<&dyn StallWatch> {
+        None
+    }
+}
+
+/// What the kernel tells a [`StallWatch`] about the poll it is about to make.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct PollInfo<'a> {
+    /// The task's id, unique on its core.
+    pub task_id: u64,
+    /// The task's name, if it was given one.
+    pub task_name: Option<&'a str>,
+    /// The name of the task's scheduling group.
+    pub group: &'a str,
+    /// When the poll starts, on this platform's clock ([`Platform::now`]).
+    pub start: Instant,
+}
+
+impl<'a> PollInfo<'a> {
+    /// Describe a poll.
+    pub fn new(task_id: u64, task_name: Option<&'a str>, group: &'a str, start: Instant) -> Self {
+        PollInfo {
+            task_id,
+            task_name,
+            group,
+            start,
+        }
+    }
+}
+
+/// Watches task polls on one core (see [`Platform::stall_watch`]). Called only on the core's
+/// own thread; an implementation typically publishes the poll's start time in an atomic that
+/// a watchdog thread or timer reads.
+pub trait StallWatch {
+    /// A task poll starts.
+    fn poll_started(&self, poll: &PollInfo<'_>);
+    /// The poll that started last has returned, at `end` on the platform's clock.
+    fn poll_ended(&self, end: Instant);
 }
 
 /// A shared platform is still the same platform: lets an adapter keep a handle to the core's
@@ -67,5 +112,8 @@ impl<P: Platform + ?Sized> Platform for alloc::rc::Rc<P> {
     }
     fn flush(&self) {
         (**self).flush()
+    }
+    fn stall_watch(&self) -> Option<&dyn StallWatch> {
+        (**self).stall_watch()
     }
 }

@@ -14,7 +14,10 @@ extern crate std;
 mod log;
 
 pub mod executor;
+pub mod future;
 pub mod raft;
+pub mod sched;
+pub mod shutdown;
 pub mod smp;
 pub mod sync;
 pub mod task;

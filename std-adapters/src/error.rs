@@ -59,6 +59,9 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// SIGINT/SIGTERM handling (asked for with `Builder::handle_signals`) could not be set up.
+    #[error("cannot install the SIGINT/SIGTERM handler: {0}")]
+    Signals(#[source] io::Error),
     /// A core's future (or the code starting it) panicked. The other cores were stopped.
     #[error("core {core} panicked: {message}")]
     Panicked {
@@ -77,7 +80,8 @@ impl Error {
             Error::BackendUnavailable { source, .. }
             | Error::Pin { source, .. }
             | Error::Thread { source, .. }
-            | Error::Platform { source, .. } => source.kind(),
+            | Error::Platform { source, .. }
+            | Error::Signals(source) => source.kind(),
             Error::Panicked { .. } => io::ErrorKind::Other,
         }
     }

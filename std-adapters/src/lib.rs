@@ -49,7 +49,12 @@
 //! * [`task`], [`time`]: the kernel's tasks and timers, re-exported.
 //! * `io_handle`: the core's I/O handle (`CoreIo`) in a thread local.
 //! * `error`: [`Error`] and the one `IoError` → `std::io::Error` conversion.
-//! * `sys`: **unsafe** — libc calls and the two unsafe trait impls; nothing else is unsafe.
+//! * [`shutdown`]: graceful shutdown: each core's phased coordinator, the cross-core trigger,
+//!   SIGINT/SIGTERM ([`runtime::Builder::handle_signals`]).
+//! * [`future`]: `select` / `Either` (the kernel's, re-exported).
+//! * `sys`: **unsafe** — libc calls and the two unsafe trait impls.
+//! * `signal`: **unsafe** — the SIGINT/SIGTERM self-pipe (handler and reader thread).
+//!   Nothing else is unsafe.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -58,6 +63,8 @@ mod error;
 mod io_handle;
 pub mod net;
 pub mod runtime;
+pub mod shutdown;
+mod signal;
 mod sys;
 
 pub use error::Error;
@@ -69,6 +76,22 @@ pub use seastar_kernel::task::{spawn, JoinHandle};
 pub mod task {
     pub use seastar_kernel::task::{
         spawn, try_spawn, yield_now, Builder, JoinError, JoinHandle, NoExecutor, YieldNow,
+    };
+}
+
+/// Future combinators (the kernel's, re-exported): [`future::select`] races two futures.
+pub mod future {
+    pub use seastar_kernel::future::{select, Either};
+}
+
+/// CPU scheduling on the current core (the kernel's, re-exported): scheduling groups with
+/// shares, [`sched::need_preempt`] and [`sched::maybe_yield`] for long-running tasks. Groups
+/// are per core: create them on each core that uses them.
+pub mod sched {
+    pub use seastar_kernel::sched::{
+        create_scheduling_group, current_scheduling_group, default_scheduling_group, maybe_yield,
+        need_preempt, GroupStats, MaybeYield, SchedError, SchedulingGroup, DEFAULT_SHARES,
+        MAX_GROUPS, MAX_SHARES,
     };
 }
 
@@ -87,7 +110,7 @@ pub mod time {
 /// A core whose root future has returned keeps answering until all cores are done.
 pub mod smp {
     pub use seastar_kernel::smp::{
-        core_count, current_core, invoke_on_all, invoke_on_others, map_reduce, stats,
-        submit_to, Sharded, SmpError, SmpStats,
+        core_count, current_core, invoke_on_all, invoke_on_others, map_reduce, stats, submit_to,
+        Sharded, SmpError, SmpStats,
     };
 }

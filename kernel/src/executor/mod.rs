@@ -3,8 +3,12 @@
 //! One [`Executor`] per core, driven by that core's [`Platform`]. Its loop:
 //!
 //! 1. poll the root future (the one given to [`Executor::block_on`]) if it was woken;
-//! 2. run ready tasks in FIFO order until the run queue is empty or the task quota is used
-//!    up; a task that wakes itself goes to the back, so it cannot starve the others;
+//! 2. run ready tasks until the run queues are empty or the task quota is used up: the next
+//!    task is the head of the scheduling group with the least virtual runtime (see
+//!    [`crate::sched`]), FIFO within a group; a task that wakes itself goes to the back of its
+//!    group, so it cannot starve the others. Each poll's time is charged to its group and a
+//!    poll that reaches the stall threshold is reported (`klog!` warning, `stalls` counter,
+//!    [`ExecutorStats::last_stall`]);
 //! 3. park on the platform: with the next timer deadline when there is nothing to run, or
 //!    without blocking when tasks are still ready (so I/O completions are collected at least
 //!    once per quota);
@@ -23,7 +27,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use core::task::{Context, Poll, Waker};
 use core::time::Duration;
 
-use seastar_hal::{Instant, Platform};
+use seastar_hal::{Instant, Platform, PollInfo};
 
 pub(crate) mod context;
 mod percore;
@@ -31,8 +35,9 @@ mod stats;
 
 pub(crate) use self::percore::RemoteQueue;
 use self::percore::{Clock, Core};
-pub use self::stats::ExecutorStats;
 use self::stats::Stats;
+pub use self::stats::{ExecutorStats, GroupStats, StallReport};
+use crate::sched::DEFAULT_GROUP_NAME;
 use crate::smp::{CoreSmp, SmpEndpoint, SmpError};
 use crate::task::{JoinHandle, NoExecutor};
 use crate::time::wheel::TimerWheel;
@@ -42,17 +47,45 @@ use crate::time::wheel::TimerWheel;
 #[non_exhaustive]
 pub struct ExecutorConfig {
     /// How long tasks may run back to back before the loop collects I/O completions and
-    /// fires timers again (Seastar's task quota). Default 500 µs.
+    /// fires timers again (Seastar's task quota); [`crate::sched::need_preempt`] turns true
+    /// when it is used up. Default 500 µs.
     pub task_quota: Duration,
+    /// A single task poll that takes at least this long is reported as a stall (a warning
+    /// with the task's name, group and duration, and [`ExecutorStats::stalls`]). Default
+    /// 25 ms; `Duration::MAX` turns reports off.
+    pub stall_threshold: Duration,
 }
 
 impl Default for ExecutorConfig {
     fn default() -> Self {
         ExecutorConfig {
-            task_quota: Duration::from_micros(500),
+            task_quota: DEFAULT_TASK_QUOTA,
+            stall_threshold: DEFAULT_STALL_THRESHOLD,
         }
     }
 }
+
+impl ExecutorConfig {
+    /// Set the task quota.
+    pub fn task_quota(mut self, quota: Duration) -> Self {
+        self.task_quota = quota;
+        self
+    }
+
+    /// Set the stall threshold.
+    pub fn stall_threshold(mut self, threshold: Duration) -> Self {
+        self.stall_threshold = threshold;
+        self
+    }
+}
+
+/// The default task quota.
+pub const DEFAULT_TASK_QUOTA: Duration = Duration::from_micros(500);
+/// The default stall threshold.
+pub const DEFAULT_STALL_THRESHOLD: Duration = Duration::from_millis(25);
+
+/// How stall reports and the HAL's stall watch name the root future of `block_on`.
+pub const ROOT_NAME: &str = "(root)";
 
 /// Upper bound on task polls between two looks at I/O, whatever the clock says.
 const MAX_POLLS_PER_BATCH: u32 = 4096;
@@ -134,9 +167,15 @@ impl<P: Platform + 'static> Executor<P> {
         Ok(())
     }
 
-    /// Spawn a task; it runs once the executor runs (`block_on`).
+    /// Spawn a task (in the default scheduling group); it runs once the executor runs
+    /// (`block_on`).
     pub fn spawn<F: Future + 'static>(&self, future: F) -> JoinHandle<F::Output> {
-        self.core.spawn(None, future)
+        self.core.spawn(None, None, future)
+    }
+
+    /// The settings this executor runs with.
+    pub fn config(&self) -> &ExecutorConfig {
+        &self.config
     }
 
     /// Statistics of this core.
@@ -160,12 +199,35 @@ impl<P: Platform + 'static> Executor<P> {
         let smp = core.smp();
         loop {
             Stats::bump(&core.stats.loop_iterations, 1);
+            // One quota covers the root future's poll and the batch of tasks after it.
+            let quota_start = self.platform.now();
+            core.begin_quota(quota_start.saturating_add(self.config.task_quota));
             if root.woken.swap(false, Ordering::AcqRel) {
-                if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+                // The root future is not a task (no group is charged), but a blocking call in
+                // it stalls the core all the same: watch and report it as task 0, "(root)".
+                let watch = self.platform.stall_watch();
+                if let Some(w) = watch {
+                    w.poll_started(&PollInfo::new(
+                        0,
+                        Some(ROOT_NAME),
+                        DEFAULT_GROUP_NAME,
+                        quota_start,
+                    ));
+                }
+                let polled = future.as_mut().poll(&mut cx);
+                let end = self.platform.now();
+                if let Some(w) = watch {
+                    w.poll_ended(end);
+                }
+                let elapsed = end.saturating_duration_since(quota_start);
+                if elapsed >= self.config.stall_threshold {
+                    core.report_stall(0, Some(ROOT_NAME), 0, quota_start, elapsed);
+                }
+                if let Poll::Ready(out) = polled {
                     return Ok(out);
                 }
             }
-            self.run_tasks(&root.woken);
+            self.run_tasks(&root.woken, quota_start);
             let idle = core.run_queue_len() == 0 && !root.woken.load(Ordering::Acquire);
             // With work pending, park only to collect completions without blocking.
             let mut deadline = if idle {
@@ -195,30 +257,45 @@ impl<P: Platform + 'static> Executor<P> {
         }
     }
 
-    /// Run ready tasks until none is left, the quota is used up, or the root future was
-    /// woken (it is the program's main task; it goes first).
-    fn run_tasks(&self, root_woken: &AtomicBool) {
+    /// Run ready tasks until none is left, the quota that began at `quota_start` is used up,
+    /// or the root future was woken (it is the program's main task; it goes first).
+    fn run_tasks(&self, root_woken: &AtomicBool, quota_start: Instant) {
         let core = &self.core;
         core.drain_remote();
-        let start = self.platform.now();
+        let deadline = quota_start.saturating_add(self.config.task_quota);
+        let platform = &*self.platform;
+        let now = || platform.now();
+        let watch = platform.stall_watch();
+        let stall_threshold = self.config.stall_threshold;
+        // One clock read per poll: the end of a poll is the start of the next. The scheduler
+        // needs it to charge groups; the quota and the stall check reuse it.
+        let mut t = now();
         let mut polls = 0u32;
-        while core.run_one() {
+        while let Some(end) = core.run_one(t, &now, stall_threshold, watch) {
+            t = end;
             polls += 1;
             if root_woken.load(Ordering::Relaxed) {
                 break;
             }
-            // Reading the clock costs tens of nanoseconds; a task poll is often less, so
-            // check the quota every few polls. The poll cap bounds a batch even where the
-            // clock stands still while tasks run (the simulator's virtual time).
+            if t >= deadline {
+                core.set_preempt();
+                Stats::bump(&core.stats.quota_expirations, 1);
+                break;
+            }
+            // The poll cap bounds a batch even where the clock stands still while tasks run
+            // (the simulator's virtual time).
+            if polls >= MAX_POLLS_PER_BATCH {
+                break;
+            }
             if polls % 16 == 0 {
-                let now = self.platform.now();
-                if polls >= MAX_POLLS_PER_BATCH
-                    || now.saturating_duration_since(start) >= self.config.task_quota
-                {
-                    break;
-                }
-                let fired = core.fire_timers(now);
+                let fired = core.fire_timers(t);
                 Stats::bump(&core.stats.timers_fired, fired as u64);
+            }
+        }
+        if polls > 0 {
+            Stats::bump(&core.stats.batches, 1);
+            if u64::from(polls) > core.stats.max_batch_polls.get() {
+                core.stats.max_batch_polls.set(u64::from(polls));
             }
         }
     }
@@ -243,6 +320,12 @@ fn snapshot(core: &Core) -> ExecutorStats {
         timers_fired: core.stats.timers_fired.get(),
         live_tasks: core.live_tasks() as u64,
         run_queue_len: core.run_queue_len() as u64,
+        batches: core.stats.batches.get(),
+        quota_expirations: core.stats.quota_expirations.get(),
+        max_batch_polls: core.stats.max_batch_polls.get(),
+        stalls: core.stats.stalls.get(),
+        last_stall: core.last_stall(),
+        groups: core.group_stats(),
     }
 }
 

@@ -3,18 +3,20 @@
 
 use alloc::borrow::Cow;
 use alloc::boxed::Box;
-use alloc::collections::VecDeque;
 use alloc::rc::Rc;
+use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::cell::{Cell, RefCell};
 use core::future::Future;
 use core::sync::atomic::{AtomicUsize, Ordering};
 use core::task::Waker;
+use core::time::Duration;
 
-use seastar_hal::{Instant, Unpark};
+use seastar_hal::{Instant, PollInfo, StallWatch, Unpark};
 
-use super::stats::Stats;
+use super::stats::{StallReport, Stats};
+use crate::sched::{self, SchedError, Scheduler, SchedulingGroup, PREEMPT_CHECK_INTERVAL};
 use crate::task::raw::{state, NewTask, TaskRef};
 use crate::task::JoinHandle;
 use crate::time::wheel::TimerWheel;
@@ -133,7 +135,19 @@ impl Registry {
 
 pub(crate) struct Core {
     id: u64,
-    run_queue: RefCell<VecDeque<TaskRef>>,
+    /// The run queues, one per scheduling group, and the choice of the next task.
+    sched: RefCell<Scheduler>,
+    /// The group of the task being polled (0, the default group, between polls): spawned
+    /// tasks inherit it.
+    running_group: Cell<u32>,
+    /// The task quota is used up (set by the executor or by `need_preempt`'s clock check).
+    preempt: Cell<bool>,
+    /// When the current quota ends.
+    quota_deadline: Cell<Instant>,
+    /// `need_preempt` calls left before it reads the clock again.
+    preempt_countdown: Cell<u32>,
+    /// The last poll that exceeded the stall threshold.
+    last_stall: RefCell<Option<StallReport>>,
     registry: RefCell<Registry>,
     remote: Arc<RemoteQueue>,
     /// Reused buffer for draining `remote` without allocating each loop.
@@ -153,7 +167,12 @@ impl Core {
         let now = clock.read_clock();
         Core {
             id: NEXT_CORE_ID.fetch_add(1, Ordering::Relaxed) as u64,
-            run_queue: RefCell::new(VecDeque::new()),
+            sched: RefCell::new(Scheduler::new()),
+            running_group: Cell::new(0),
+            preempt: Cell::new(false),
+            quota_deadline: Cell::new(Instant::MAX),
+            preempt_countdown: Cell::new(PREEMPT_CHECK_INTERVAL),
+            last_stall: RefCell::new(None),
             registry: RefCell::new(Registry::default()),
             remote: Arc::new(RemoteQueue::new(unparker)),
             remote_buf: RefCell::new(Vec::new()),
@@ -190,11 +209,24 @@ impl Core {
     pub(crate) fn spawn<F>(
         &self,
         name: Option<Cow<'static, str>>,
+        group: Option<&SchedulingGroup>,
         future: F,
     ) -> JoinHandle<F::Output>
     where
         F: Future + 'static,
     {
+        let group = match group {
+            Some(g) if g.core() == self.id => g.raw_index(),
+            Some(g) => {
+                klog!(
+                    warn,
+                    "scheduling group {} belongs to another core: task spawned in the default group",
+                    g.name()
+                );
+                0
+            }
+            None => self.running_group.get(),
+        };
         let id = self.next_task_id.get();
         self.next_task_id.set(id + 1);
         let task = TaskRef::new(
@@ -204,6 +236,7 @@ impl Core {
                 remote: &self.remote,
                 id,
                 name,
+                group,
             },
         );
         self.registry.borrow_mut().insert(task.clone());
@@ -223,11 +256,73 @@ impl Core {
             return;
         }
         h.state.set(s | state::SCHEDULED);
-        self.run_queue.borrow_mut().push_back(task);
+        let group = h.group;
+        self.sched.borrow_mut().push(group, task);
     }
 
     pub(crate) fn run_queue_len(&self) -> usize {
-        self.run_queue.borrow().len()
+        self.sched.borrow().len()
+    }
+
+    /// Create a scheduling group on this core.
+    pub(crate) fn add_group(
+        &self,
+        name: Cow<'static, str>,
+        shares: u32,
+    ) -> Result<SchedulingGroup, SchedError> {
+        let (index, info) = self.sched.borrow_mut().add_group(name, shares)?;
+        Ok(sched::handle(self.id, index, info))
+    }
+
+    /// A handle to group `index` (the default group if there is no such group).
+    pub(crate) fn group_handle(&self, index: u32) -> SchedulingGroup {
+        let sched = self.sched.borrow();
+        let (index, info) = sched.info_or_default(index);
+        sched::handle(self.id, index, info.clone())
+    }
+
+    pub(crate) fn current_group(&self) -> SchedulingGroup {
+        self.group_handle(self.running_group.get())
+    }
+
+    pub(crate) fn group_stats(&self) -> alloc::vec::Vec<sched::GroupStats> {
+        self.sched.borrow().stats()
+    }
+
+    pub(crate) fn last_stall(&self) -> Option<StallReport> {
+        self.last_stall.borrow().clone()
+    }
+
+    /// Start a task quota that ends at `deadline`.
+    pub(crate) fn begin_quota(&self, deadline: Instant) {
+        self.quota_deadline.set(deadline);
+        self.preempt.set(false);
+        self.preempt_countdown.set(PREEMPT_CHECK_INTERVAL);
+    }
+
+    /// The quota is used up.
+    pub(crate) fn set_preempt(&self) {
+        self.preempt.set(true);
+    }
+
+    /// See [`crate::sched::need_preempt`]: a flag, and a clock read every
+    /// `PREEMPT_CHECK_INTERVAL` calls.
+    #[inline]
+    pub(crate) fn need_preempt(&self) -> bool {
+        if self.preempt.get() {
+            return true;
+        }
+        let left = self.preempt_countdown.get();
+        if left > 1 {
+            self.preempt_countdown.set(left - 1);
+            return false;
+        }
+        self.preempt_countdown.set(PREEMPT_CHECK_INTERVAL);
+        if self.clock.read_clock() >= self.quota_deadline.get() {
+            self.preempt.set(true);
+            return true;
+        }
+        false
     }
 
     pub(crate) fn live_tasks(&self) -> usize {
@@ -262,24 +357,52 @@ impl Core {
         self.timers.borrow().next_deadline()
     }
 
-    /// Poll the task at the head of the run queue. Returns false if the queue was empty.
-    pub(crate) fn run_one(&self) -> bool {
-        let Some(task) = self.run_queue.borrow_mut().pop_front() else {
-            return false;
-        };
+    /// Poll the next task (the scheduler's choice), which starts at `start`; `now` reads the
+    /// clock. Charges the poll's time to the task's group and reports it if it reached
+    /// `stall_threshold`. Returns when the poll ended (the next one's start), or `None` if
+    /// no task was ready.
+    pub(crate) fn run_one(
+        &self,
+        start: Instant,
+        now: &impl Fn() -> Instant,
+        stall_threshold: Duration,
+        watch: Option<&dyn StallWatch>,
+    ) -> Option<Instant> {
+        let (group, task) = self.sched.borrow_mut().pop()?;
         let h = task.header();
         let s = h.state.get() & !state::SCHEDULED;
         h.state.set(s);
         if s & state::COMPLETE != 0 {
-            return true;
+            return Some(start);
         }
         if s & state::CANCEL_REQUESTED != 0 {
+            // Dropping the future may take a while; the next poll pays for it otherwise.
             self.cancel(&task);
-            return true;
+            return Some(now());
         }
         h.state.set(s | state::RUNNING);
-        self.stats.polls.set(self.stats.polls.get() + 1);
+        Stats::bump(&self.stats.polls, 1);
+        self.running_group.set(group);
+        if let Some(w) = watch {
+            let sched = self.sched.borrow();
+            w.poll_started(&PollInfo::new(
+                h.id,
+                h.name.as_deref(),
+                sched.group_name(group),
+                start,
+            ));
+        }
         let done = task.poll();
+        let end = now();
+        if let Some(w) = watch {
+            w.poll_ended(end);
+        }
+        self.running_group.set(0);
+        let elapsed = end.saturating_duration_since(start);
+        self.sched.borrow_mut().charge(group, elapsed);
+        if elapsed >= stall_threshold {
+            self.report_stall(h.id, h.name.as_deref(), group, start, elapsed);
+        }
         let s = h.state.get() & !state::RUNNING;
         h.state.set(s);
         if done {
@@ -287,7 +410,40 @@ impl Core {
         } else if s & state::CANCEL_REQUESTED != 0 {
             self.cancel(&task);
         }
-        true
+        Some(end)
+    }
+
+    /// Report a poll of task `task_id` (0: the root future) that held the core for
+    /// `elapsed`, at least the stall threshold.
+    #[cold]
+    pub(crate) fn report_stall(
+        &self,
+        task_id: u64,
+        task_name: Option<&str>,
+        group: u32,
+        start: Instant,
+        elapsed: Duration,
+    ) {
+        let group_name = String::from(self.sched.borrow().group_name(group));
+        let name = task_name.unwrap_or("(unnamed)");
+        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        klog!(
+            warn,
+            "stall: task {} #{} in scheduling group {} held core {} for {} us",
+            name,
+            task_id,
+            group_name.as_str(),
+            self.id,
+            micros
+        );
+        Stats::bump(&self.stats.stalls, 1);
+        *self.last_stall.borrow_mut() = Some(StallReport {
+            task_id,
+            task_name: task_name.map(String::from),
+            group: group_name,
+            duration: elapsed,
+            started: start,
+        });
     }
 
     /// The future is gone (completed or cancelled): release it from the registry, drop the
@@ -333,7 +489,7 @@ impl Core {
             drop(self.smp.borrow_mut().take());
             self.drop_all_tasks();
         }
-        self.run_queue.borrow_mut().clear();
+        self.sched.borrow_mut().clear();
         drop(self.remote.close());
         self.remote_buf.borrow_mut().clear();
     }

@@ -22,7 +22,10 @@ type Changed = (TrackerConfig, ProgressMap);
 impl<'a> Changer<'a> {
     /// A changer over `tracker`; new nodes start probing at `last_index`.
     pub fn new(tracker: &'a ProgressTracker, last_index: Index) -> Self {
-        Changer { tracker, last_index }
+        Changer {
+            tracker,
+            last_index,
+        }
     }
 
     /// Enters a joint configuration: the current voters become the outgoing half, and the
@@ -33,7 +36,9 @@ impl<'a> Changer<'a> {
             return Err(Error::InvalidConfChange("config is already joint"));
         }
         if cfg.voters.incoming.voters.is_empty() {
-            return Err(Error::InvalidConfChange("can't make a zero-voter config joint"));
+            return Err(Error::InvalidConfChange(
+                "can't make a zero-voter config joint",
+            ));
         }
         cfg.voters.outgoing = cfg.voters.incoming.clone();
         self.apply(&mut cfg, &mut prs, ccs)?;
@@ -67,13 +72,19 @@ impl<'a> Changer<'a> {
     pub fn simple(&self, ccs: &[ConfChangeSingle]) -> Result<Changed> {
         let (mut cfg, mut prs) = self.snapshot()?;
         if cfg.voters.is_joint() {
-            return Err(Error::InvalidConfChange("can't apply simple config change in joint config"));
+            return Err(Error::InvalidConfChange(
+                "can't apply simple config change in joint config",
+            ));
         }
         let before = cfg.voters.incoming.voters.clone();
         self.apply(&mut cfg, &mut prs, ccs)?;
-        let changed = before.symmetric_difference(&cfg.voters.incoming.voters).count();
+        let changed = before
+            .symmetric_difference(&cfg.voters.incoming.voters)
+            .count();
         if changed > 1 {
-            return Err(Error::InvalidConfChange("more than one voter changed without entering joint config"));
+            return Err(Error::InvalidConfChange(
+                "more than one voter changed without entering joint config",
+            ));
         }
         check_and_return(cfg, prs)
     }
@@ -85,7 +96,12 @@ impl<'a> Changer<'a> {
         Ok((cfg, prs))
     }
 
-    fn apply(&self, cfg: &mut TrackerConfig, prs: &mut ProgressMap, ccs: &[ConfChangeSingle]) -> Result<()> {
+    fn apply(
+        &self,
+        cfg: &mut TrackerConfig,
+        prs: &mut ProgressMap,
+        ccs: &[ConfChangeSingle],
+    ) -> Result<()> {
         for cc in ccs {
             if cc.node == 0 {
                 // Node 0 is reserved; a change naming it is ignored, as etcd does.
@@ -103,7 +119,13 @@ impl<'a> Changer<'a> {
         Ok(())
     }
 
-    fn init_progress(&self, cfg: &mut TrackerConfig, prs: &mut ProgressMap, id: NodeId, learner: bool) {
+    fn init_progress(
+        &self,
+        cfg: &mut TrackerConfig,
+        prs: &mut ProgressMap,
+        id: NodeId,
+        learner: bool,
+    ) {
         if learner {
             cfg.learners.insert(id);
         } else {
@@ -111,7 +133,11 @@ impl<'a> Changer<'a> {
         }
         // New nodes probe from the leader's last index; they are considered active so that
         // check-quorum does not step the leader down right after adding them.
-        let mut p = Progress::new(self.last_index, self.tracker.max_inflight, self.tracker.max_inflight_bytes);
+        let mut p = Progress::new(
+            self.last_index,
+            self.tracker.max_inflight,
+            self.tracker.max_inflight_bytes,
+        );
         p.is_learner = learner;
         p.recent_active = true;
         prs.insert(id, p);
@@ -170,17 +196,27 @@ fn check_and_return(cfg: TrackerConfig, prs: ProgressMap) -> Result<Changed> {
 
 /// The structural invariants of a configuration.
 pub fn check_invariants(cfg: &TrackerConfig, prs: &ProgressMap) -> Result<()> {
-    for id in cfg.voters.ids().iter().chain(cfg.learners.iter()).chain(cfg.learners_next.iter()) {
+    for id in cfg
+        .voters
+        .ids()
+        .iter()
+        .chain(cfg.learners.iter())
+        .chain(cfg.learners_next.iter())
+    {
         if !prs.contains_key(id) {
             return Err(Error::InvalidConfChange("member without progress"));
         }
     }
     for id in &cfg.learners_next {
         if !cfg.voters.outgoing.voters.contains(id) {
-            return Err(Error::InvalidConfChange("learner_next not in outgoing voters"));
+            return Err(Error::InvalidConfChange(
+                "learner_next not in outgoing voters",
+            ));
         }
         if prs.get(id).is_some_and(|p| p.is_learner) {
-            return Err(Error::InvalidConfChange("learner_next already marked learner"));
+            return Err(Error::InvalidConfChange(
+                "learner_next already marked learner",
+            ));
         }
     }
     for id in &cfg.learners {
@@ -192,7 +228,9 @@ pub fn check_invariants(cfg: &TrackerConfig, prs: &ProgressMap) -> Result<()> {
         }
     }
     if !cfg.voters.is_joint() && (!cfg.learners_next.is_empty() || cfg.auto_leave) {
-        return Err(Error::InvalidConfChange("learners_next or auto_leave outside a joint config"));
+        return Err(Error::InvalidConfChange(
+            "learners_next or auto_leave outside a joint config",
+        ));
     }
     for (id, p) in prs {
         if !cfg.voters.contains(*id) && !cfg.learners.contains(id) {
@@ -210,8 +248,12 @@ pub fn check_invariants(cfg: &TrackerConfig, prs: &ProgressMap) -> Result<()> {
 pub fn restore(tracker: &ProgressTracker, cs: &ConfState, last_index: Index) -> Result<Changed> {
     let cfg = TrackerConfig {
         voters: JointConfig {
-            incoming: MajorityConfig { voters: cs.voters.clone() },
-            outgoing: MajorityConfig { voters: cs.voters_outgoing.clone() },
+            incoming: MajorityConfig {
+                voters: cs.voters.clone(),
+            },
+            outgoing: MajorityConfig {
+                voters: cs.voters_outgoing.clone(),
+            },
         },
         learners: cs.learners.clone(),
         learners_next: cs.learners_next.clone(),
@@ -223,7 +265,11 @@ pub fn restore(tracker: &ProgressTracker, cs: &ConfState, last_index: Index) -> 
         if id == 0 {
             return Err(Error::InvalidConfChange("node id 0 is reserved"));
         }
-        let mut p = Progress::new(last_index + 1, tracker.max_inflight, tracker.max_inflight_bytes);
+        let mut p = Progress::new(
+            last_index + 1,
+            tracker.max_inflight,
+            tracker.max_inflight_bytes,
+        );
         p.is_learner = cfg.learners.contains(&id);
         p.recent_active = true;
         prs.insert(id, p);

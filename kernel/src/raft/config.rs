@@ -85,25 +85,41 @@ impl Config {
             return Err(Error::InvalidConfig("id must not be 0"));
         }
         if self.heartbeat_tick == 0 {
-            return Err(Error::InvalidConfig("heartbeat_tick must be greater than 0"));
+            return Err(Error::InvalidConfig(
+                "heartbeat_tick must be greater than 0",
+            ));
         }
         if self.election_tick <= self.heartbeat_tick {
-            return Err(Error::InvalidConfig("election_tick must be greater than heartbeat_tick"));
+            return Err(Error::InvalidConfig(
+                "election_tick must be greater than heartbeat_tick",
+            ));
         }
         if self.max_inflight_msgs == 0 {
-            return Err(Error::InvalidConfig("max_inflight_msgs must be greater than 0"));
+            return Err(Error::InvalidConfig(
+                "max_inflight_msgs must be greater than 0",
+            ));
         }
         if self.read_only == ReadOnlyOption::LeaseBased && !self.check_quorum {
             return Err(Error::InvalidConfig("lease-based reads need check_quorum"));
         }
-        if self.read_only == ReadOnlyOption::LeaseBased && self.lease_margin_ticks >= self.election_tick {
-            return Err(Error::InvalidConfig("lease_margin_ticks must be less than election_tick"));
+        if self.read_only == ReadOnlyOption::LeaseBased
+            && self.lease_margin_ticks >= self.election_tick
+        {
+            return Err(Error::InvalidConfig(
+                "lease_margin_ticks must be less than election_tick",
+            ));
         }
         if self.snapshot_chunk_size == 0 {
-            return Err(Error::InvalidConfig("snapshot_chunk_size must be greater than 0"));
+            return Err(Error::InvalidConfig(
+                "snapshot_chunk_size must be greater than 0",
+            ));
         }
-        if self.snapshot_resend_ticks == 0 || self.snapshot_abort_ticks <= self.snapshot_resend_ticks {
-            return Err(Error::InvalidConfig("need 0 < snapshot_resend_ticks < snapshot_abort_ticks"));
+        if self.snapshot_resend_ticks == 0
+            || self.snapshot_abort_ticks <= self.snapshot_resend_ticks
+        {
+            return Err(Error::InvalidConfig(
+                "need 0 < snapshot_resend_ticks < snapshot_abort_ticks",
+            ));
         }
         Ok(())
     }

@@ -6,6 +6,12 @@ use super::error::{Error, Result};
 use super::storage::Storage;
 use super::types::{Entry, Index, Snapshot, Term};
 
+/// A log offset as a slice index; out-of-range values (possible on 32-bit targets) become
+/// `usize::MAX`, which every `get` rejects instead of silently truncating.
+pub(crate) fn to_usize(v: u64) -> usize {
+    usize::try_from(v).unwrap_or(usize::MAX)
+}
+
 /// Entries (and possibly a snapshot) handed to the application but not yet acknowledged as
 /// durable. `entries[i].index == offset + i`.
 #[derive(Debug, Default)]
@@ -32,9 +38,13 @@ impl Unstable {
 
     fn maybe_term(&self, i: Index) -> Option<Term> {
         if i < self.offset {
-            return self.snapshot.as_ref().filter(|s| s.meta.index == i).map(|s| s.meta.term);
+            return self
+                .snapshot
+                .as_ref()
+                .filter(|s| s.meta.index == i)
+                .map(|s| s.meta.term);
         }
-        self.entries.get((i - self.offset) as usize).map(|e| e.term)
+        self.entries.get(to_usize(i - self.offset)).map(|e| e.term)
     }
 
     /// Entries not yet handed out.
@@ -147,7 +157,11 @@ impl<S: Storage> RaftLog<S> {
         let snap_index = first.saturating_sub(1);
         let mut log = RaftLog {
             storage,
-            unstable: Unstable { offset: last + 1, offset_in_progress: last + 1, ..Default::default() },
+            unstable: Unstable {
+                offset: last + 1,
+                offset_in_progress: last + 1,
+                ..Default::default()
+            },
             committed: snap_index,
             applying: snap_index,
             applied: snap_index,
@@ -177,7 +191,11 @@ impl<S: Storage> RaftLog<S> {
     pub fn stable_last_index(&self) -> Index {
         if self.unstable.snapshot.is_some() {
             // Nothing past the pending snapshot is stable; nor is the snapshot itself.
-            return self.unstable.offset.saturating_sub(1).min(self.storage.last_index().unwrap_or(0));
+            return self
+                .unstable
+                .offset
+                .saturating_sub(1)
+                .min(self.storage.last_index().unwrap_or(0));
         }
         self.unstable.offset.saturating_sub(1)
     }
@@ -234,7 +252,13 @@ impl<S: Storage> RaftLog<S> {
 
     /// Follower-side append. `Mismatch` when (`prev_index`, `prev_term`) does not match.
     /// Callers validate that `ents` are contiguous from `prev_index + 1`.
-    pub fn maybe_append(&mut self, prev_index: Index, prev_term: Term, commit: Index, ents: &[Entry]) -> AppendOutcome {
+    pub fn maybe_append(
+        &mut self,
+        prev_index: Index,
+        prev_term: Term,
+        commit: Index,
+        ents: &[Entry],
+    ) -> AppendOutcome {
         if !self.match_term(prev_index, prev_term) {
             return AppendOutcome::Mismatch;
         }
@@ -407,5 +431,103 @@ impl<S: Storage> RaftLog<S> {
             return Ok(s.clone());
         }
         self.storage.snapshot()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::storage::MemStorage;
+    use crate::raft::types::EntryKind;
+    use alloc::collections::VecDeque;
+    use alloc::vec;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// Append `n` entries at `at` (relative position) in a new or the same term.
+        Append { at: u8, n: u8, new_term: bool },
+        /// Hand the unstable entries to the "application".
+        HandOut,
+        /// The oldest handed-out batch becomes durable.
+        Persist,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (any::<u8>(), 1u8..4, any::<bool>()).prop_map(|(at, n, new_term)| Op::Append {
+                at,
+                n,
+                new_term
+            }),
+            Just(Op::HandOut),
+            Just(Op::Persist),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: if cfg!(miri) { 4 } else { 256 },
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        /// The unstable tail plus storage always show exactly the model log, whatever the
+        /// interleaving of appends (including overwrites of entries being persisted),
+        /// hand-outs and persistence acknowledgements.
+        #[test]
+        fn log_matches_model(ops in proptest::collection::vec(op(), 1..60)) {
+            let mut log = RaftLog::new(MemStorage::default(), 0).unwrap();
+            let mut model: Vec<Term> = Vec::new();
+            let mut term = 1;
+            let mut batches: VecDeque<Vec<Entry>> = VecDeque::new();
+            for op in ops {
+                match op {
+                    Op::Append { at, n, new_term } => {
+                        let pos = (at as usize) % (model.len() + 1);
+                        // As in Raft, only a newer leader (term) overwrites entries, so an
+                        // (index, term) pair always names one entry.
+                        if new_term || pos < model.len() {
+                            term += 1;
+                        }
+                        model.truncate(pos);
+                        let ents: Vec<Entry> = (0..n)
+                            .map(|k| Entry::new(term, (pos + 1 + k as usize) as u64, EntryKind::Normal, vec![k]))
+                            .collect();
+                        model.extend(ents.iter().map(|e| e.term));
+                        log.append(&ents);
+                    }
+                    Op::HandOut => {
+                        let ents = log.next_unstable_entries().to_vec();
+                        log.accept_unstable();
+                        if !ents.is_empty() {
+                            batches.push_back(ents);
+                        }
+                    }
+                    Op::Persist => {
+                        if let Some(b) = batches.pop_front() {
+                            log.storage.append(&b).unwrap();
+                            let last = b.last().unwrap();
+                            log.stable_to(last.index, last.term);
+                        }
+                    }
+                }
+                prop_assert_eq!(log.last_index(), model.len() as u64);
+                for (i, t) in model.iter().enumerate() {
+                    prop_assert_eq!(log.term(i as u64 + 1).unwrap(), *t, "index {}", i + 1);
+                }
+                prop_assert!(log.stable_last_index() <= log.last_index());
+                // Everything at or below the stable index is really in storage, as shown.
+                for i in 1..=log.stable_last_index() {
+                    prop_assert_eq!(log.storage.term(i).unwrap(), model[i as usize - 1]);
+                }
+                // Nothing is handed out twice, and nothing is skipped.
+                let next = log.next_unstable_entries();
+                if let Some(f) = next.first() {
+                    let handed_last = batches.back().and_then(|b| b.last()).map(|e| e.index);
+                    prop_assert!(handed_last.is_none_or(|h| f.index <= h + 1));
+                }
+            }
+        }
     }
 }

@@ -28,7 +28,12 @@ pub struct Inflights {
 impl Inflights {
     /// A window of at most `max_count` messages and `max_bytes` bytes (0 = unlimited bytes).
     pub fn new(max_count: usize, max_bytes: u64) -> Self {
-        Inflights { queue: VecDeque::new(), bytes: 0, max_count: max_count.max(1), max_bytes }
+        Inflights {
+            queue: VecDeque::new(),
+            bytes: 0,
+            max_count: max_count.max(1),
+            max_bytes,
+        }
     }
 
     /// Records a sent message.
@@ -162,7 +167,14 @@ impl Progress {
     pub(crate) fn become_snapshot(&mut self, index: Index, term: Term, total: u64) {
         self.reset_state(ProgressState::Snapshot);
         self.pending_snapshot = index;
-        self.transfer = Some(SnapshotTransfer { index, term, acked: 0, total, idle_ticks: 0, since_send: 0 });
+        self.transfer = Some(SnapshotTransfer {
+            index,
+            term,
+            acked: 0,
+            total,
+            idle_ticks: 0,
+            since_send: 0,
+        });
     }
 
     /// The follower acknowledged up to `n`. Returns whether `matched` advanced.

@@ -26,7 +26,9 @@ pub struct MajorityConfig {
 impl MajorityConfig {
     /// A configuration of these voters.
     pub fn new(voters: impl IntoIterator<Item = NodeId>) -> Self {
-        MajorityConfig { voters: voters.into_iter().collect() }
+        MajorityConfig {
+            voters: voters.into_iter().collect(),
+        }
     }
 
     /// The highest index acknowledged by a majority. `acked` gives each voter's index (`None`
@@ -36,7 +38,11 @@ impl MajorityConfig {
         if self.voters.is_empty() {
             return Index::MAX;
         }
-        let mut v: Vec<Index> = self.voters.iter().map(|&id| acked(id).unwrap_or(0)).collect();
+        let mut v: Vec<Index> = self
+            .voters
+            .iter()
+            .map(|&id| acked(id).unwrap_or(0))
+            .collect();
         // Sort descending; the quorum-th highest value is acked by a majority.
         v.sort_unstable_by(|a, b| b.cmp(a));
         let q = self.voters.len() / 2 + 1;
@@ -85,7 +91,11 @@ impl JointConfig {
 
     /// All voters of both halves.
     pub fn ids(&self) -> BTreeSet<NodeId> {
-        self.incoming.voters.union(&self.outgoing.voters).copied().collect()
+        self.incoming
+            .voters
+            .union(&self.outgoing.voters)
+            .copied()
+            .collect()
     }
 
     /// Whether `id` votes in either half.
@@ -95,7 +105,9 @@ impl JointConfig {
 
     /// The highest index committed by both halves.
     pub fn committed_index(&self, acked: &impl Fn(NodeId) -> Option<Index>) -> Index {
-        self.incoming.committed_index(acked).min(self.outgoing.committed_index(acked))
+        self.incoming
+            .committed_index(acked)
+            .min(self.outgoing.committed_index(acked))
     }
 
     /// Won if both halves won, lost if either lost.

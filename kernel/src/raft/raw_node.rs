@@ -5,11 +5,13 @@ use alloc::vec::Vec;
 
 use super::config::Config;
 use super::error::Result;
-use super::raft::Raft;
+use super::machine::Raft;
 use super::read_only::ReadState;
 use super::status::{ProgressStatus, Role, SoftState, Status};
 use super::storage::Storage;
-use super::types::{ConfChange, ConfState, Entry, EntryKind, HardState, Index, Message, NodeId, Snapshot, Term};
+use super::types::{
+    ConfChange, ConfState, Entry, EntryKind, HardState, Index, Message, NodeId, Snapshot, Term,
+};
 
 /// One batch of work for the application, in this order:
 ///
@@ -75,7 +77,11 @@ impl<S: Storage> RawNode<S> {
         let raft = Raft::new(cfg, storage)?;
         let prev_hard_state = raft.hard_state();
         let prev_soft_state = raft.soft_state();
-        Ok(RawNode { raft, prev_hard_state, prev_soft_state })
+        Ok(RawNode {
+            raft,
+            prev_hard_state,
+            prev_soft_state,
+        })
     }
 
     /// Advances logical time by one tick.
@@ -101,7 +107,8 @@ impl<S: Storage> RawNode<S> {
 
     /// Proposes several entries at once (all or none are accepted).
     pub fn propose_batch(&mut self, items: Vec<Vec<u8>>) -> Result<Index> {
-        self.raft.propose(items.into_iter().map(|d| (EntryKind::Normal, d)).collect())
+        self.raft
+            .propose(items.into_iter().map(|d| (EntryKind::Normal, d)).collect())
     }
 
     /// Proposes a membership change. It takes effect when the application calls
@@ -118,7 +125,9 @@ impl<S: Storage> RawNode<S> {
 
     /// Requests a linearizable read. The answer arrives as a [`ReadState`] with the same
     /// `ctx` (which must be unique); the read is served once the state machine applied its
-    /// index. On a follower the request is forwarded to the leader.
+    /// index. On a follower the request is forwarded to the leader. A request is dropped
+    /// without an answer if leadership changes before it is confirmed (or a message is lost);
+    /// clients retry after a timeout with a fresh `ctx`.
     pub fn read_index(&mut self, ctx: Vec<u8>) -> Result<()> {
         self.raft.read_index(ctx)
     }
@@ -160,7 +169,10 @@ impl<S: Storage> RawNode<S> {
     /// from storage fails its checksum; nothing corrupt is ever handed out for applying.
     pub fn ready(&mut self) -> Result<Ready> {
         self.raft.flush_proposals();
-        let committed_entries = self.raft.log.next_committed_entries(self.raft.cfg.max_committed_size_per_ready)?;
+        let committed_entries = self
+            .raft
+            .log
+            .next_committed_entries(self.raft.cfg.max_committed_size_per_ready)?;
         let r = &mut self.raft;
         let entries = r.log.next_unstable_entries().to_vec();
         let snapshot = r.log.next_unstable_snapshot().cloned();

@@ -47,13 +47,20 @@ pub(crate) struct ReadOnly {
 
 impl ReadOnly {
     /// Registers a request; returns false when `ctx` is already pending (duplicate).
-    pub fn add_request(&mut self, index: Index, from: NodeId, ctx: Vec<u8>, self_id: NodeId) -> bool {
+    pub fn add_request(
+        &mut self,
+        index: Index,
+        from: NodeId,
+        ctx: Vec<u8>,
+        self_id: NodeId,
+    ) -> bool {
         if self.pending.contains_key(&ctx) {
             return false;
         }
         let mut acks = BTreeSet::new();
         acks.insert(self_id);
-        self.pending.insert(ctx.clone(), ReadIndexStatus { from, index, acks });
+        self.pending
+            .insert(ctx.clone(), ReadIndexStatus { from, index, acks });
         self.queue.push_back(ctx);
         true
     }

@@ -27,6 +27,7 @@
 use alloc::vec::Vec;
 
 use super::error::{Error, Result};
+use super::log::to_usize;
 use super::types::{ConfState, Entry, HardState, Index, Snapshot, SnapshotMeta, Term};
 
 /// What a node starts from.
@@ -84,8 +85,16 @@ impl MemStorage {
     /// nodes start from `MemStorage::default()`.
     pub fn bootstrap(cs: ConfState) -> Self {
         let mut s = MemStorage::default();
-        s.snapshot.meta = SnapshotMeta { index: 1, term: 1, conf_state: cs };
-        s.hard_state = HardState { term: 1, vote: None, commit: 1 };
+        s.snapshot.meta = SnapshotMeta {
+            index: 1,
+            term: 1,
+            conf_state: cs,
+        };
+        s.hard_state = HardState {
+            term: 1,
+            vote: None,
+            commit: 1,
+        };
         s
     }
 
@@ -110,7 +119,9 @@ impl MemStorage {
     /// Appends entries, replacing any conflicting suffix. The first entry must not leave a gap
     /// and must come after the snapshot.
     pub fn append(&mut self, ents: &[Entry]) -> Result<()> {
-        let Some(first) = ents.first() else { return Ok(()) };
+        let Some(first) = ents.first() else {
+            return Ok(());
+        };
         if first.index <= self.snap_index() {
             return Err(Error::InvalidStorageOp("append before the snapshot"));
         }
@@ -164,7 +175,36 @@ impl MemStorage {
         let term = self.term(index)?;
         let drop = (index - self.snap_index()) as usize;
         self.entries.drain(..drop.min(self.entries.len()));
-        self.snapshot = Snapshot { meta: SnapshotMeta { index, term, conf_state: cs }, data };
+        self.snapshot = Snapshot {
+            meta: SnapshotMeta {
+                index,
+                term,
+                conf_state: cs,
+            },
+            data,
+        };
+        Ok(())
+    }
+
+    /// Crash recovery: drops the log from the first entry whose checksum fails. Call it on
+    /// start-up; only a write that was never acknowledged (never fsynced) can be torn, so
+    /// dropping that tail loses nothing Raft relies on. Returns the number of entries dropped.
+    pub fn truncate_torn_tail(&mut self) -> usize {
+        let Some(pos) = self.entries.iter().position(|e| e.verify().is_err()) else {
+            return 0;
+        };
+        let dropped = self.entries.len() - pos;
+        self.entries.truncate(pos);
+        dropped
+    }
+
+    /// Simulates a torn write: appends `ents` and damages the last one (tests only).
+    #[cfg(test)]
+    pub(crate) fn append_torn(&mut self, ents: &[Entry]) -> Result<()> {
+        self.append(ents)?;
+        if let Some(e) = self.entries.last_mut() {
+            e.data.push(0x5A);
+        }
         Ok(())
     }
 
@@ -177,7 +217,10 @@ impl MemStorage {
     #[cfg(test)]
     pub(crate) fn corrupt_entry(&mut self, index: Index) {
         let first = self.snap_index() + 1;
-        if let Some(e) = index.checked_sub(first).and_then(|o| self.entries.get_mut(o as usize)) {
+        if let Some(e) = index
+            .checked_sub(first)
+            .and_then(|o| self.entries.get_mut(to_usize(o)))
+        {
             e.data.push(0xA5);
         }
     }
@@ -185,7 +228,10 @@ impl MemStorage {
 
 impl Storage for MemStorage {
     fn initial_state(&self) -> Result<RaftState> {
-        Ok(RaftState { hard_state: self.hard_state, conf_state: self.snapshot.meta.conf_state.clone() })
+        Ok(RaftState {
+            hard_state: self.hard_state,
+            conf_state: self.snapshot.meta.conf_state.clone(),
+        })
     }
 
     fn entries(&self, lo: Index, hi: Index, max_size: u64) -> Result<Vec<Entry>> {
@@ -195,8 +241,8 @@ impl Storage for MemStorage {
         if hi > self.last() + 1 || lo > hi {
             return Err(Error::Unavailable);
         }
-        let from = (lo - self.snap_index() - 1) as usize;
-        let to = (hi - self.snap_index() - 1) as usize;
+        let from = to_usize(lo - self.snap_index() - 1);
+        let to = to_usize(hi - self.snap_index() - 1);
         let mut out = Vec::new();
         let mut size = 0u64;
         for e in self.entries.get(from..to).unwrap_or(&[]) {
@@ -217,8 +263,11 @@ impl Storage for MemStorage {
         if index < self.snap_index() {
             return Err(Error::Compacted);
         }
-        let off = (index - self.snap_index() - 1) as usize;
-        self.entries.get(off).map(|e| e.term).ok_or(Error::Unavailable)
+        let off = to_usize(index - self.snap_index() - 1);
+        self.entries
+            .get(off)
+            .map(|e| e.term)
+            .ok_or(Error::Unavailable)
     }
 
     fn first_index(&self) -> Result<Index> {
@@ -264,14 +313,32 @@ mod tests {
     fn compaction_and_snapshot() {
         let mut s = MemStorage::default();
         s.append(&[e(1, 1), e(2, 1), e(3, 2)]).unwrap();
-        s.create_snapshot(2, ConfState::with_voters([1]), vec![9]).unwrap();
+        s.create_snapshot(2, ConfState::with_voters([1]), vec![9])
+            .unwrap();
         assert_eq!(s.first_index().unwrap(), 3);
         assert_eq!(s.term(2).unwrap(), 1);
         assert_eq!(s.term(1), Err(Error::Compacted));
         assert_eq!(s.entries(2, 4, u64::MAX), Err(Error::Compacted));
         let mut snap = s.snapshot().unwrap();
         snap.meta.index = 1;
-        assert_eq!(s.clone().apply_snapshot(snap), Err(Error::SnapshotOutOfDate));
+        assert_eq!(
+            s.clone().apply_snapshot(snap),
+            Err(Error::SnapshotOutOfDate)
+        );
+    }
+
+    #[test]
+    fn torn_tail_is_dropped_on_recovery() {
+        let mut s = MemStorage::default();
+        s.append(&[e(1, 1)]).unwrap();
+        s.append_torn(&[e(2, 1), e(3, 1)]).unwrap();
+        assert_eq!(
+            s.entries(1, 4, u64::MAX),
+            Err(Error::CorruptEntry { index: 3 })
+        );
+        assert_eq!(s.truncate_torn_tail(), 1);
+        assert_eq!(s.last_index().unwrap(), 2);
+        assert_eq!(s.truncate_torn_tail(), 0);
     }
 
     #[test]
@@ -279,7 +346,10 @@ mod tests {
         let mut s = MemStorage::default();
         s.append(&[e(1, 1), e(2, 1)]).unwrap();
         s.corrupt_entry(2);
-        assert_eq!(s.entries(1, 3, u64::MAX), Err(Error::CorruptEntry { index: 2 }));
+        assert_eq!(
+            s.entries(1, 3, u64::MAX),
+            Err(Error::CorruptEntry { index: 2 })
+        );
         assert_eq!(s.entries(1, 2, u64::MAX).unwrap().len(), 1);
     }
 }

@@ -61,7 +61,9 @@ impl ProgressTracker {
 
     /// Highest index replicated on a quorum (joint-aware).
     pub fn committed(&self) -> Index {
-        self.config.voters.committed_index(&|id| self.progress.get(&id).map(|p| p.matched))
+        self.config
+            .voters
+            .committed_index(&|id| self.progress.get(&id).map(|p| p.matched))
     }
 
     /// Whether a quorum has been heard from recently. `self_id` always counts.

@@ -43,7 +43,13 @@ pub struct Entry {
 impl Entry {
     /// A new entry with its checksum filled in.
     pub fn new(term: Term, index: Index, kind: EntryKind, data: Vec<u8>) -> Self {
-        let mut e = Entry { term, index, kind, data, checksum: 0 };
+        let mut e = Entry {
+            term,
+            index,
+            kind,
+            data,
+            checksum: 0,
+        };
         e.checksum = e.compute_checksum();
         e
     }
@@ -109,7 +115,10 @@ pub struct ConfState {
 impl ConfState {
     /// A configuration of the given voters.
     pub fn with_voters(voters: impl IntoIterator<Item = NodeId>) -> Self {
-        ConfState { voters: voters.into_iter().collect(), ..Default::default() }
+        ConfState {
+            voters: voters.into_iter().collect(),
+            ..Default::default()
+        }
     }
 }
 
@@ -185,7 +194,10 @@ pub struct ConfChange {
 impl ConfChange {
     /// A change of the given kind for one node.
     pub fn single(kind: ConfChangeKind, node: NodeId) -> Self {
-        ConfChange { transition: ConfChangeTransition::Auto, changes: alloc::vec![ConfChangeSingle { kind, node }] }
+        ConfChange {
+            transition: ConfChangeTransition::Auto,
+            changes: alloc::vec![ConfChangeSingle { kind, node }],
+        }
     }
 
     /// The request to leave a joint configuration.
@@ -201,7 +213,10 @@ impl ConfChange {
     /// `Some(auto_leave)` when this change must go through a joint configuration.
     pub fn enters_joint(&self) -> Option<bool> {
         if self.transition != ConfChangeTransition::Auto || self.changes.len() > 1 {
-            Some(matches!(self.transition, ConfChangeTransition::Auto | ConfChangeTransition::JointImplicit))
+            Some(matches!(
+                self.transition,
+                ConfChangeTransition::Auto | ConfChangeTransition::JointImplicit
+            ))
         } else {
             None
         }

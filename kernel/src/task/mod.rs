@@ -27,6 +27,7 @@ use core::task::{Context, Poll};
 pub(crate) mod raw;
 
 use crate::executor::context;
+use crate::sched::SchedulingGroup;
 use raw::{state, TaskRef};
 
 /// Why a task produced no output.
@@ -163,10 +164,11 @@ impl<T> Drop for JoinHandle<T> {
     }
 }
 
-/// Spawns tasks with options (a name for diagnostics).
+/// Spawns tasks with options: a name for diagnostics, a scheduling group.
 #[derive(Debug, Default, Clone)]
 pub struct Builder {
     name: Option<Cow<'static, str>>,
+    group: Option<SchedulingGroup>,
 }
 
 impl Builder {
@@ -181,12 +183,22 @@ impl Builder {
         self
     }
 
+    /// Run the task in scheduling group `group` (see [`crate::sched`]). Without this, a task
+    /// spawned from a task inherits that task's group; from elsewhere (the root future,
+    /// cross-core work) it goes to the default group. A group belongs to one core: given a
+    /// group of another core, the task goes to the default group and a warning is logged.
+    pub fn group(mut self, group: SchedulingGroup) -> Self {
+        self.group = Some(group);
+        self
+    }
+
     /// Spawn on the current core.
     pub fn try_spawn<F: Future + 'static>(
         self,
         future: F,
     ) -> Result<JoinHandle<F::Output>, NoExecutor> {
-        context::with_current(|core| core.spawn(self.name, future)).ok_or(NoExecutor)
+        context::with_current(|core| core.spawn(self.name, self.group.as_ref(), future))
+            .ok_or(NoExecutor)
     }
 
     /// Spawn on the current core.

@@ -11,7 +11,7 @@
 //!
 //! Ownership and threads. The reference count is atomic because a `Waker` may be cloned,
 //! woken and dropped on any thread. Everything else in the header (`state`, the join waker,
-//! the registry slot) and the stage (future/output) is touched only by the owning core's
+//! the registry slot; `id`, `name` and `group` are immutable) and the stage (future/output) is touched only by the owning core's
 //! thread. A foreign thread's wake never touches them: it pushes a new reference onto the
 //! owner's [`RemoteQueue`] and unparks the owner, which schedules the task itself.
 //! The future and output are always dropped on the owner thread (completion, cancellation or
@@ -57,6 +57,10 @@ pub(crate) struct Header {
     remote: Arc<RemoteQueue>,
     pub(crate) id: u64,
     pub(crate) name: Option<Cow<'static, str>>,
+    /// Index of the task's scheduling group on its owner core. Plain data, fixed at
+    /// creation (a `Copy` index rather than a handle, so a last reference dropped on a
+    /// foreign thread frees nothing core-local).
+    pub(crate) group: u32,
     /// Slot in the owner's task registry (owner-thread only).
     pub(crate) slot: Cell<usize>,
     /// Waker of the task awaiting the JoinHandle (owner-thread only).
@@ -104,6 +108,7 @@ pub(crate) struct NewTask<'a> {
     pub remote: &'a Arc<RemoteQueue>,
     pub id: u64,
     pub name: Option<Cow<'static, str>>,
+    pub group: u32,
 }
 
 impl TaskRef {
@@ -118,6 +123,7 @@ impl TaskRef {
                 remote: new.remote.clone(),
                 id: new.id,
                 name: new.name,
+                group: new.group,
                 slot: Cell::new(usize::MAX),
                 join_waker: Cell::new(None),
             },

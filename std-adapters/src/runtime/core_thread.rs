@@ -2,12 +2,15 @@
 //!
 //! ```text
 //!  run_cores ──spawn_scoped──> core i: pin ─> platform (ON this thread) ─> install CoreIo
-//!      │   (one smp endpoint each)     ─> Executor::new(platform) + attach_smp(endpoint)
+//!      │   (one smp endpoint each)     ─> Executor::with_config(Watched(platform))
+//!      │                                  + attach_smp(endpoint)
 //!      │                               ─> block_on(Abortable(fut), then wait for all cores)
 //!      │                                        │ root future returns ─> Ok(T)
 //!      │                                        │ panic / setup error  ─> ExitGuard aborts the
 //!      │                                        │                         others (flag + wake)
-//!      └─ join all: Vec<T>, or the first real error (a panic beats "stopped because ...").
+//!      ├─ (unless turned off) a stall watchdog thread reads each core's `CoreWatch`
+//!      └─ join all: Vec<T>, or the first real error (a panic beats "stopped because ...");
+//!         then stop the watchdog.
 //! ```
 
 use std::any::Any;
@@ -15,17 +18,19 @@ use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::thread;
+use std::time::Instant as StdInstant;
 
 use seastar_hal::Platform;
 use seastar_hal_linux::{UringConfig, UringPlatform};
 use seastar_hal_mio::MioPlatform;
-use seastar_kernel::executor::Executor;
+use seastar_kernel::executor::{Executor, ExecutorConfig};
 use seastar_kernel::smp::{SmpConfig, SmpEndpoint, SmpSystem};
 
-use super::Backend;
+use super::watchdog::{self, CoreWatch, WatchLocal, Watchdog, Watched};
+use super::{Backend, SchedSettings};
 use crate::error::Error;
 use crate::io_handle::{self, CoreIo};
 
@@ -180,6 +185,10 @@ pub(crate) struct CoreSpec<'a> {
     pub(crate) coord: &'a Coordinator,
     /// This core's end of the cross-core rings.
     pub(crate) smp: SmpEndpoint,
+    /// Task quota and stall threshold.
+    pub(crate) sched: SchedSettings,
+    /// What this core publishes for the stall watchdog, and the watchdog's clock origin.
+    pub(crate) watch: Option<(Arc<CoreWatch>, StdInstant)>,
 }
 
 /// Why a core produced no value.
@@ -249,7 +258,14 @@ where
 {
     // Dropped last: the executor's shutdown drops tasks whose sockets reach the handle.
     let _installed = io_handle::install(spec.core, io);
-    let mut executor = Executor::new(platform);
+    let local = spec
+        .watch
+        .map(|(shared, origin)| WatchLocal::new(shared, origin, platform.now()));
+    let _watch = watchdog::set_current(local.as_ref().map(|l| l.shared().clone()));
+    let config = ExecutorConfig::default()
+        .task_quota(spec.sched.task_quota)
+        .stall_threshold(spec.sched.stall_threshold);
+    let mut executor = Executor::with_config(Watched::new(platform, local), config);
     executor
         .attach_smp(spec.smp)
         .map_err(|e| CoreFailure::Failed(Error::Config(e.to_string())))?;
@@ -291,6 +307,7 @@ pub(crate) fn run_cores<S, Fut>(
     backend: Backend,
     uring: &UringConfig,
     cpus: Option<&[usize]>,
+    sched: &SchedSettings,
     starters: Vec<S>,
 ) -> Result<Vec<Fut::Output>, Error>
 where
@@ -301,7 +318,16 @@ where
     let coord = Coordinator::new(starters.len());
     let endpoints = SmpSystem::build(starters.len(), SmpConfig::default())
         .map_err(|e| Error::Config(format!("cross-core rings: {e}")))?;
+    let watchdog = (sched.watchdog && sched.stall_threshold != std::time::Duration::MAX)
+        .then(|| Watchdog::new(starters.len(), sched.stall_threshold));
     let outcomes: Vec<Result<Fut::Output, CoreFailure>> = thread::scope(|scope| {
+        let watchdog_thread = watchdog.as_ref().and_then(|w| {
+            thread::Builder::new()
+                .name("seastar-watchdog".into())
+                .spawn_scoped(scope, move || w.run())
+                .inspect_err(|e| log::warn!("seastar: no stall watchdog: {e}"))
+                .ok()
+        });
         let mut handles = Vec::with_capacity(starters.len());
         for ((core, start), smp) in starters.into_iter().enumerate().zip(endpoints) {
             let spec = CoreSpec {
@@ -311,6 +337,10 @@ where
                 uring,
                 coord: &coord,
                 smp,
+                sched: *sched,
+                watch: watchdog
+                    .as_ref()
+                    .and_then(|w| Some((w.core(core)?, w.origin()))),
             };
             let spawned = thread::Builder::new()
                 .name(format!("seastar-core-{core}"))
@@ -323,7 +353,7 @@ where
                 }
             }
         }
-        handles
+        let outcomes = handles
             .into_iter()
             .enumerate()
             .map(|(core, h)| match h {
@@ -336,7 +366,12 @@ where
                 },
                 Err(e) => Err(CoreFailure::Failed(e)),
             })
-            .collect()
+            .collect();
+        if let (Some(w), Some(t)) = (&watchdog, watchdog_thread) {
+            w.stop();
+            t.thread().unpark();
+        }
+        outcomes
     });
     let mut values = Vec::with_capacity(outcomes.len());
     let mut aborted = None;

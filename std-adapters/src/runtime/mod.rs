@@ -18,16 +18,24 @@
 //! their outputs in core order.
 
 use std::future::Future;
+use std::time::Duration;
 
 pub use seastar_hal_linux::UringConfig;
 
 mod backend;
 mod core_thread;
+mod stats;
+mod watchdog;
 
 pub use self::backend::{Backend, BACKEND_ENV};
+pub use self::stats::{core_stats, CoreStats};
 use crate::error::Error;
 pub use crate::io_handle::{current_backend, current_core, io_stats, IoStats};
+use crate::shutdown::{self, ShutdownHandle};
 use crate::sys;
+pub use seastar_kernel::executor::{
+    ExecutorStats, GroupStats, StallReport, DEFAULT_STALL_THRESHOLD, DEFAULT_TASK_QUOTA,
+};
 
 /// Settings for a [`Runtime`]; from [`Runtime::builder`].
 #[derive(Debug, Clone)]
@@ -36,7 +44,32 @@ pub struct Builder {
     pin: bool,
     backend: Backend,
     uring: UringConfig,
+    handle_signals: bool,
+    shutdown_deadline: Duration,
+    sched: SchedSettings,
 }
+
+/// CPU scheduling settings of every core (see [`Builder::task_quota`],
+/// [`Builder::stall_threshold`], [`Builder::stall_watchdog`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SchedSettings {
+    pub(crate) task_quota: Duration,
+    pub(crate) stall_threshold: Duration,
+    pub(crate) watchdog: bool,
+}
+
+impl Default for SchedSettings {
+    fn default() -> Self {
+        SchedSettings {
+            task_quota: DEFAULT_TASK_QUOTA,
+            stall_threshold: DEFAULT_STALL_THRESHOLD,
+            watchdog: true,
+        }
+    }
+}
+
+/// Default of [`Builder::shutdown_deadline`].
+pub const DEFAULT_SHUTDOWN_DEADLINE: Duration = Duration::from_secs(30);
 
 impl Default for Builder {
     fn default() -> Self {
@@ -45,6 +78,9 @@ impl Default for Builder {
             pin: true,
             backend: Backend::Auto,
             uring: UringConfig::default(),
+            handle_signals: false,
+            shutdown_deadline: DEFAULT_SHUTDOWN_DEADLINE,
+            sched: SchedSettings::default(),
         }
     }
 }
@@ -80,6 +116,47 @@ impl Builder {
         self
     }
 
+    /// Let SIGINT and SIGTERM start a graceful shutdown of every core while this runtime runs
+    /// (see [`crate::shutdown`]); a second signal ends the process. Default off: the signals
+    /// keep their default effect. The handler is installed for the whole process at the first
+    /// run that asks for it and stays; outside such runs a signal takes its default effect.
+    pub fn handle_signals(mut self, on: bool) -> Self {
+        self.handle_signals = on;
+        self
+    }
+
+    /// How long each shutdown phase of a core waits for its registrations before the next
+    /// phase starts anyway (see [`crate::shutdown`]). Default [`DEFAULT_SHUTDOWN_DEADLINE`].
+    pub fn shutdown_deadline(mut self, per_phase: Duration) -> Self {
+        self.shutdown_deadline = per_phase;
+        self
+    }
+
+    /// How long tasks may run back to back before a core looks at I/O and timers again
+    /// (Seastar's task quota; `seastar_kernel::sched::need_preempt` turns true after it).
+    /// Default [`DEFAULT_TASK_QUOTA`] (500 µs); must not be zero.
+    pub fn task_quota(mut self, quota: Duration) -> Self {
+        self.sched.task_quota = quota;
+        self
+    }
+
+    /// A task poll that holds its core at least this long is a stall: the kernel logs a
+    /// warning with the task's name, group and duration when the poll returns and counts it
+    /// ([`CoreStats`]); the watchdog ([`Builder::stall_watchdog`]) reports it while it is
+    /// still running. Default [`DEFAULT_STALL_THRESHOLD`] (25 ms); `Duration::MAX` turns
+    /// both off.
+    pub fn stall_threshold(mut self, threshold: Duration) -> Self {
+        self.sched.stall_threshold = threshold;
+        self
+    }
+
+    /// Run a watchdog thread that reports a stalled task while it holds its core (a task
+    /// stuck in a blocking call never returns for the kernel to report it). Default on.
+    pub fn stall_watchdog(mut self, on: bool) -> Self {
+        self.sched.watchdog = on;
+        self
+    }
+
     /// Check the settings, resolve [`Backend::Auto`] (probing io_uring; the environment
     /// variable [`BACKEND_ENV`] can override it) and find the CPUs to pin to. No thread is
     /// started until [`Runtime::run_on_all`] or [`Runtime::run_on_one`].
@@ -107,6 +184,9 @@ impl Builder {
                 "the number of cores must be at least 1".into(),
             ));
         }
+        if self.sched.task_quota.is_zero() {
+            return Err(Error::Config("the task quota must not be zero".into()));
+        }
         let cpus = if self.pin {
             let Some(cpus) = allowed else {
                 return Err(Error::Config(
@@ -131,6 +211,10 @@ impl Builder {
             backend,
             reason,
             uring: self.uring,
+            handle_signals: self.handle_signals,
+            shutdown_deadline: self.shutdown_deadline,
+            shutdown: ShutdownHandle::new(),
+            sched: self.sched,
         })
     }
 }
@@ -144,6 +228,10 @@ pub struct Runtime {
     backend: Backend,
     reason: String,
     uring: UringConfig,
+    handle_signals: bool,
+    shutdown_deadline: Duration,
+    shutdown: ShutdownHandle,
+    sched: SchedSettings,
 }
 
 impl Runtime {
@@ -169,6 +257,12 @@ impl Runtime {
         self.cores
     }
 
+    /// Triggers the graceful shutdown of every core of this runtime's current run (or of the
+    /// next run, if none is in progress), from any thread; see [`crate::shutdown`].
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.shutdown.clone()
+    }
+
     /// The CPU each core is pinned to, or `None` without pinning.
     pub fn cpus(&self) -> Option<&[usize]> {
         self.cpus.as_deref()
@@ -187,8 +281,21 @@ impl Runtime {
         T: Send,
     {
         let f = &f;
-        let starters: Vec<_> = (0..self.cores).map(|core| move || f(core)).collect();
-        core_thread::run_cores(self.backend, &self.uring, self.cpus.as_deref(), starters)
+        let _run = shutdown::RunGuard::start(&self.shutdown, self.handle_signals)?;
+        let starters: Vec<_> = (0..self.cores)
+            .map(|core| {
+                let handle = self.shutdown.clone();
+                let deadline = self.shutdown_deadline;
+                move || shutdown::wrap_core(core, handle, deadline, move || f(core))
+            })
+            .collect();
+        core_thread::run_cores(
+            self.backend,
+            &self.uring,
+            self.cpus.as_deref(),
+            &self.sched,
+            starters,
+        )
     }
 
     /// Run `f()`'s future on one core (core 0: its own thread, platform and executor; pinned
@@ -199,12 +306,23 @@ impl Runtime {
         Fut: Future<Output = T>,
         T: Send,
     {
-        let mut out =
-            core_thread::run_cores(self.backend, &self.uring, self.cpus.as_deref(), vec![f])?;
+        let _run = shutdown::RunGuard::start(&self.shutdown, self.handle_signals)?;
+        let handle = self.shutdown.clone();
+        let deadline = self.shutdown_deadline;
+        let start = move || shutdown::wrap_core(0, handle, deadline, f);
+        let mut out = core_thread::run_cores(
+            self.backend,
+            &self.uring,
+            self.cpus.as_deref(),
+            &self.sched,
+            vec![start],
+        )?;
         out.pop()
             .ok_or_else(|| Error::Config("internal: core 0 returned no value".into()))
     }
 }
 
+#[cfg(test)]
+mod sched_tests;
 #[cfg(test)]
 mod tests;

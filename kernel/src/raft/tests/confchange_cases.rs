@@ -6,8 +6,8 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use crate::raft::*;
 use crate::raft::confchange;
+use crate::raft::*;
 
 /// `v<id>` add voter, `l<id>` add learner/demote, `r<id>` remove.
 fn parse(changes: &str) -> Vec<ConfChangeSingle> {
@@ -21,7 +21,10 @@ fn parse(changes: &str) -> Vec<ConfChangeSingle> {
                 "r" => ConfChangeKind::Remove,
                 _ => panic!("bad op {t}"),
             };
-            ConfChangeSingle { kind, node: id.parse().unwrap() }
+            ConfChangeSingle {
+                kind,
+                node: id.parse().unwrap(),
+            }
         })
         .collect()
 }
@@ -46,7 +49,12 @@ fn render(t: &ProgressTracker) -> String {
     if c.auto_leave {
         out += " autoleave";
     }
-    let learners: Vec<NodeId> = t.progress.iter().filter(|(_, p)| p.is_learner).map(|(i, _)| *i).collect();
+    let learners: Vec<NodeId> = t
+        .progress
+        .iter()
+        .filter(|(_, p)| p.is_learner)
+        .map(|(i, _)| *i)
+        .collect();
     let members: Vec<NodeId> = t.progress.keys().copied().collect();
     out + &format!(" | progress={members:?} learner_flags={learners:?}")
 }
@@ -76,7 +84,10 @@ fn run(script: &[(&str, &str, &str)]) {
             Err(Error::InvalidConfChange(e)) => String::from(e),
             Err(e) => format!("{e:?}"),
         };
-        assert!(got.starts_with(want), "step {i} ({op} {changes}): got {got:?}, want {want:?}");
+        assert!(
+            got.starts_with(want),
+            "step {i} ({op} {changes}): got {got:?}, want {want:?}"
+        );
     }
 }
 
@@ -92,12 +103,28 @@ fn joint_safety() {
         ("enter", "", "config is already joint"),
         ("leave", "", "voters=(1) |"),
         ("leave", "", "can't leave a non-joint config"),
-        ("enter", "r1 v2 v3 l4", "voters=(2 3)&&(1) learners=(4) | progress=[1, 2, 3, 4] learner_flags=[4]"),
+        (
+            "enter",
+            "r1 v2 v3 l4",
+            "voters=(2 3)&&(1) learners=(4) | progress=[1, 2, 3, 4] learner_flags=[4]",
+        ),
         ("enter", "", "config is already joint"),
         ("enter", "v12", "config is already joint"),
-        ("simple", "l15", "can't apply simple config change in joint config"),
-        ("leave", "", "voters=(2 3) learners=(4) | progress=[2, 3, 4]"),
-        ("simple", "l9", "voters=(2 3) learners=(4 9) | progress=[2, 3, 4, 9] learner_flags=[4, 9]"),
+        (
+            "simple",
+            "l15",
+            "can't apply simple config change in joint config",
+        ),
+        (
+            "leave",
+            "",
+            "voters=(2 3) learners=(4) | progress=[2, 3, 4]",
+        ),
+        (
+            "simple",
+            "l9",
+            "voters=(2 3) learners=(4 9) | progress=[2, 3, 4, 9] learner_flags=[4, 9]",
+        ),
     ]);
 }
 
@@ -107,10 +134,22 @@ fn simple_safety() {
         ("simple", "l1", "removed all voters"),
         ("simple", "v1", "voters=(1) |"),
         ("simple", "v2 l3", "voters=(1 2) learners=(3) |"),
-        ("simple", "r1 v5", "more than one voter changed without entering joint config"),
+        (
+            "simple",
+            "r1 v5",
+            "more than one voter changed without entering joint config",
+        ),
         ("simple", "r1 r2", "removed all voters"),
-        ("simple", "v3 v4", "more than one voter changed without entering joint config"),
-        ("simple", "l1 v5", "more than one voter changed without entering joint config"),
+        (
+            "simple",
+            "v3 v4",
+            "more than one voter changed without entering joint config",
+        ),
+        (
+            "simple",
+            "l1 v5",
+            "more than one voter changed without entering joint config",
+        ),
         ("simple", "l1 l2", "removed all voters"),
         ("simple", "l2 l3 l4 l5", "voters=(1) learners=(2 3 4 5) |"),
         ("simple", "r1", "removed all voters"),
@@ -126,10 +165,13 @@ fn joint_learners_next_keeps_progress() {
     t.config = c;
     t.progress = p;
     t.progress.get_mut(&1).unwrap().matched = 5;
-    let (c, p) = Changer::new(&t, 2).enter_joint(false, &parse("v2 l1")).unwrap();
+    let (c, p) = Changer::new(&t, 2)
+        .enter_joint(false, &parse("v2 l1"))
+        .unwrap();
     t.config = c;
     t.progress = p;
-    assert!(render(&t).starts_with("voters=(2)&&(1) learners_next=(1) | progress=[1, 2] learner_flags=[]"));
+    assert!(render(&t)
+        .starts_with("voters=(2)&&(1) learners_next=(1) | progress=[1, 2] learner_flags=[]"));
     let (c, p) = Changer::new(&t, 3).leave_joint().unwrap();
     t.config = c;
     t.progress = p;
@@ -146,7 +188,11 @@ fn joint_idempotency() {
             "r1 r2 r9 v2 v3 v4 v2 v3 v4 l2 l2 r4 r4 l1 l1",
             "voters=(3)&&(1) learners=(2) learners_next=(1) | progress=[1, 2, 3] learner_flags=[2]",
         ),
-        ("leave", "", "voters=(3) learners=(1 2) | progress=[1, 2, 3] learner_flags=[1, 2]"),
+        (
+            "leave",
+            "",
+            "voters=(3) learners=(1 2) | progress=[1, 2, 3] learner_flags=[1, 2]",
+        ),
     ]);
 }
 
@@ -183,10 +229,22 @@ fn simple_promote_demote() {
         ("simple", "v1", "voters=(1) |"),
         ("simple", "v2", "voters=(1 2) |"),
         ("simple", "v3", "voters=(1 2 3) |"),
-        ("simple", "l1 v1", "voters=(1 2 3) | progress=[1, 2, 3] learner_flags=[]"),
-        ("simple", "l2", "voters=(1 3) learners=(2) | progress=[1, 2, 3] learner_flags=[2]"),
+        (
+            "simple",
+            "l1 v1",
+            "voters=(1 2 3) | progress=[1, 2, 3] learner_flags=[]",
+        ),
+        (
+            "simple",
+            "l2",
+            "voters=(1 3) learners=(2) | progress=[1, 2, 3] learner_flags=[2]",
+        ),
         ("simple", "v2 l2", "voters=(1 3) learners=(2) |"),
-        ("simple", "v2", "voters=(1 2 3) | progress=[1, 2, 3] learner_flags=[]"),
+        (
+            "simple",
+            "v2",
+            "voters=(1 2 3) | progress=[1, 2, 3] learner_flags=[]",
+        ),
     ]);
 }
 
@@ -200,10 +258,16 @@ fn restore_rejects_inconsistent_conf_state() {
     let t = ProgressTracker::new(256, 0);
     let mut cs = ConfState::with_voters([1, 2]);
     cs.learners.insert(2);
-    assert!(confchange::restore(&t, &cs, 5).is_err(), "learner and voter at once");
+    assert!(
+        confchange::restore(&t, &cs, 5).is_err(),
+        "learner and voter at once"
+    );
     let mut cs = ConfState::with_voters([1]);
     cs.learners_next.insert(1);
-    assert!(confchange::restore(&t, &cs, 5).is_err(), "learners_next outside a joint config");
+    assert!(
+        confchange::restore(&t, &cs, 5).is_err(),
+        "learners_next outside a joint config"
+    );
     let mut cs = ConfState::with_voters([1, 2]);
     cs.voters_outgoing = [1, 3].into_iter().collect();
     cs.learners_next.insert(3);

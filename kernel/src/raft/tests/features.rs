@@ -22,11 +22,20 @@ fn read_index_on_leader_needs_a_quorum_round() {
     c.isolate(1);
     c.node_mut(1).read_index(b"r1".to_vec()).unwrap();
     c.stabilize();
-    assert!(c.nodes[&1].read_states.is_empty(), "no answer without hearing from a quorum");
+    assert!(
+        c.nodes[&1].read_states.is_empty(),
+        "no answer without hearing from a quorum"
+    );
     c.heal();
     c.tick(1, 1); // next heartbeat re-sends the pending context
     c.stabilize();
-    assert_eq!(c.nodes[&1].read_states, vec![ReadState { index: commit, ctx: b"r1".to_vec() }]);
+    assert_eq!(
+        c.nodes[&1].read_states,
+        vec![ReadState {
+            index: commit,
+            ctx: b"r1".to_vec()
+        }]
+    );
 }
 
 #[test]
@@ -43,7 +52,10 @@ fn read_index_is_forwarded_from_a_follower() {
 #[test]
 fn read_index_without_leader_fails() {
     let mut c = Cluster::new(&[1, 2, 3]);
-    assert_eq!(c.node_mut(2).read_index(b"x".to_vec()), Err(Error::NoLeader));
+    assert_eq!(
+        c.node_mut(2).read_index(b"x".to_vec()),
+        Err(Error::NoLeader)
+    );
     assert_eq!(c.node(2).status().counters.dropped_reads, 1);
 }
 
@@ -81,12 +93,66 @@ fn lease_read_is_immediate_only_while_the_lease_holds() {
     assert!(c.node(1).raft().lease_valid());
     c.isolate(1);
     c.node_mut(1).read_index(b"l1".to_vec()).unwrap();
-    assert_eq!(c.node(1).raft().read_states.len(), 1, "answered without a round trip");
+    assert_eq!(
+        c.node(1).raft().read_states.len(),
+        1,
+        "answered without a round trip"
+    );
     // The lease runs out before any follower would vote for someone else.
     c.tick(1, 9);
     assert!(!c.node(1).raft().lease_valid());
     c.node_mut(1).read_index(b"l2".to_vec()).unwrap();
-    assert_eq!(c.node(1).raft().read_states.len(), 1, "falls back to a quorum round");
+    assert_eq!(
+        c.node(1).raft().read_states.len(),
+        1,
+        "falls back to a quorum round"
+    );
+}
+
+/// With clocks in lockstep (the lease's assumption), a partitioned leader stops serving lease
+/// reads before anyone else can be elected.
+/// With clocks in lockstep (the lease's assumption), a partitioned leader stops serving lease
+/// reads before anyone else can be elected. Run over many election-jitter seeds.
+#[test]
+fn lease_expires_before_a_new_leader_can_exist() {
+    let seeds = if cfg!(miri) { 2 } else { 20 };
+    for seed in 0..seeds {
+        let mut c = Cluster::with(&[1, 2, 3], |id| {
+            let mut k = cfg(id);
+            k.read_only = ReadOnlyOption::LeaseBased;
+            k.seed = id * 7919 + seed * 104_729;
+            k
+        });
+        c.tick_all(10);
+        if c.leader().is_none() {
+            c.campaign(1);
+        }
+        c.tick_all(1);
+        let l = c.leader().unwrap();
+        let others: Vec<NodeId> = [1, 2, 3].into_iter().filter(|&i| i != l).collect();
+        c.isolate(l);
+        let mut lease_reads = 0;
+        for round in 0..60u8 {
+            c.tick_all(1);
+            let other_leader = others.iter().any(|&id| c.node(id).role() == Role::Leader);
+            let before = c.node(l).raft().read_states.len();
+            if c.node(l).role() == Role::Leader {
+                c.node_mut(l).read_index(vec![round]).unwrap();
+            }
+            if c.node(l).raft().read_states.len() > before {
+                lease_reads += 1;
+                assert!(
+                    !other_leader,
+                    "seed {seed}: lease read at round {round} while another leader exists"
+                );
+            }
+        }
+        assert!(lease_reads > 0);
+        assert!(
+            others.iter().any(|&id| c.node(id).role() == Role::Leader),
+            "the majority elected a leader"
+        );
+    }
 }
 
 #[test]
@@ -102,7 +168,10 @@ fn lease_config_requires_check_quorum() {
 fn compact(c: &mut Cluster, id: NodeId) {
     let applied = c.nodes[&id].applied.last().map_or(0, |e| e.index);
     let cs = c.node(id).conf_state();
-    c.node_mut(id).store_mut().create_snapshot(applied, cs, vec![7u8; 100]).unwrap();
+    c.node_mut(id)
+        .store_mut()
+        .create_snapshot(applied, cs, vec![7u8; 100])
+        .unwrap();
 }
 
 fn small_chunks(id: NodeId) -> Config {
@@ -122,7 +191,11 @@ fn lagging_follower_catches_up_by_chunked_snapshot() {
     compact(&mut c, 1);
     c.heal();
     c.tick_all(2);
-    let chunks = c.trace.iter().filter(|m| matches!(m.body, MessageBody::SnapshotChunk { .. }) && m.to == 3).count();
+    let chunks = c
+        .trace
+        .iter()
+        .filter(|m| matches!(m.body, MessageBody::SnapshotChunk { .. }) && m.to == 3)
+        .count();
     assert!(chunks >= 7, "100 bytes in 16-byte chunks, got {chunks}");
     assert_eq!(c.node(3).store().snapshot().unwrap().data, vec![7u8; 100]);
     c.propose(1, b"after").unwrap();
@@ -147,7 +220,7 @@ fn snapshot_transfer_resumes_after_lost_chunks() {
     let sent_before = c.trace.len();
     c.filter = None;
     c.tick_all(6); // resend timer fires
-    // The resend starts at the acknowledged offset, not from the beginning.
+                   // The resend starts at the acknowledged offset, not from the beginning.
     let first_resent = c.trace[sent_before..]
         .iter()
         .find_map(|m| match &m.body {
@@ -177,7 +250,10 @@ fn failed_snapshot_is_retried_and_follower_never_stalls() {
     c.filter = None;
     c.tick_all(5);
     assert_eq!(c.node(3).commit_index(), c.node(1).commit_index());
-    assert_eq!(c.node(1).status().progress[&3].state, ProgressState::Replicate);
+    assert_eq!(
+        c.node(1).status().progress[&3].state,
+        ProgressState::Replicate
+    );
 }
 
 #[test]
@@ -201,7 +277,13 @@ fn corrupt_snapshot_is_rejected_then_retransmitted() {
         from: 1,
         to: 3,
         term: t,
-        body: MessageBody::SnapshotChunk { meta: snap.meta.clone(), total_len: 100, checksum, offset: 16, data },
+        body: MessageBody::SnapshotChunk {
+            meta: snap.meta.clone(),
+            total_len: 100,
+            checksum,
+            offset: 16,
+            data,
+        },
     });
     c.stabilize();
     c.tick_all(10);
@@ -242,7 +324,9 @@ fn apply_all(c: &mut Cluster) {
 fn learner_catches_up_does_not_vote_and_is_promoted() {
     let mut c = bootstrapped3();
     c.add_node(4, MemStorage::default());
-    c.node_mut(1).propose_conf_change(&ConfChange::single(ConfChangeKind::AddLearner, 4)).unwrap();
+    c.node_mut(1)
+        .propose_conf_change(&ConfChange::single(ConfChangeKind::AddLearner, 4))
+        .unwrap();
     apply_all(&mut c);
     c.propose(1, b"data").unwrap();
     assert_eq!(c.applied_data(4), vec![b"data".to_vec()]);
@@ -251,7 +335,9 @@ fn learner_catches_up_does_not_vote_and_is_promoted() {
     c.tick(4, 100);
     assert_eq!(c.node(4).role(), Role::Follower);
     // Promotion.
-    c.node_mut(1).propose_conf_change(&ConfChange::single(ConfChangeKind::AddVoter, 4)).unwrap();
+    c.node_mut(1)
+        .propose_conf_change(&ConfChange::single(ConfChangeKind::AddVoter, 4))
+        .unwrap();
     apply_all(&mut c);
     for id in 1..=4 {
         assert_eq!(c.node(id).conf_state().voters.len(), 4, "node {id}");
@@ -273,9 +359,18 @@ fn joint_consensus_with_automatic_leave() {
     let cc = ConfChange {
         transition: ConfChangeTransition::Auto,
         changes: vec![
-            ConfChangeSingle { kind: ConfChangeKind::AddVoter, node: 4 },
-            ConfChangeSingle { kind: ConfChangeKind::AddVoter, node: 5 },
-            ConfChangeSingle { kind: ConfChangeKind::Remove, node: 3 },
+            ConfChangeSingle {
+                kind: ConfChangeKind::AddVoter,
+                node: 4,
+            },
+            ConfChangeSingle {
+                kind: ConfChangeKind::AddVoter,
+                node: 5,
+            },
+            ConfChangeSingle {
+                kind: ConfChangeKind::Remove,
+                node: 3,
+            },
         ],
     };
     c.node_mut(1).propose_conf_change(&cc).unwrap();
@@ -283,8 +378,15 @@ fn joint_consensus_with_automatic_leave() {
     let want: Vec<NodeId> = vec![1, 2, 4, 5];
     for id in [1, 2, 4, 5] {
         let cs = c.node(id).conf_state();
-        assert_eq!(cs.voters.iter().copied().collect::<Vec<_>>(), want, "node {id}");
-        assert!(cs.voters_outgoing.is_empty(), "left the joint config automatically");
+        assert_eq!(
+            cs.voters.iter().copied().collect::<Vec<_>>(),
+            want,
+            "node {id}"
+        );
+        assert!(
+            cs.voters_outgoing.is_empty(),
+            "left the joint config automatically"
+        );
     }
     // Went through joint: node 1 applied two configuration entries.
     assert_eq!(c.nodes[&1].conf_states.len(), 2);
@@ -299,10 +401,18 @@ fn explicit_joint_waits_for_leave_and_refuses_other_changes() {
     cc.transition = ConfChangeTransition::JointExplicit;
     c.node_mut(1).propose_conf_change(&cc).unwrap();
     apply_all(&mut c);
-    assert!(!c.node(1).conf_state().voters_outgoing.is_empty(), "stays joint");
-    let err = c.node_mut(1).propose_conf_change(&ConfChange::single(ConfChangeKind::Remove, 2)).unwrap_err();
+    assert!(
+        !c.node(1).conf_state().voters_outgoing.is_empty(),
+        "stays joint"
+    );
+    let err = c
+        .node_mut(1)
+        .propose_conf_change(&ConfChange::single(ConfChangeKind::Remove, 2))
+        .unwrap_err();
     assert_eq!(err, Error::ProposalDropped(DropReason::ConfChangePending));
-    c.node_mut(1).propose_conf_change(&ConfChange::leave_joint()).unwrap();
+    c.node_mut(1)
+        .propose_conf_change(&ConfChange::leave_joint())
+        .unwrap();
     apply_all(&mut c);
     assert!(c.node(1).conf_state().voters_outgoing.is_empty());
     assert_eq!(c.node(1).conf_state().voters.len(), 4);
@@ -313,15 +423,24 @@ fn only_one_pending_conf_change() {
     let mut c = cluster3();
     c.isolate(2);
     c.isolate(3);
-    c.node_mut(1).propose_conf_change(&ConfChange::single(ConfChangeKind::AddLearner, 7)).unwrap();
-    let err = c.node_mut(1).propose_conf_change(&ConfChange::single(ConfChangeKind::AddLearner, 8));
-    assert_eq!(err, Err(Error::ProposalDropped(DropReason::ConfChangePending)));
+    c.node_mut(1)
+        .propose_conf_change(&ConfChange::single(ConfChangeKind::AddLearner, 7))
+        .unwrap();
+    let err = c
+        .node_mut(1)
+        .propose_conf_change(&ConfChange::single(ConfChangeKind::AddLearner, 8));
+    assert_eq!(
+        err,
+        Err(Error::ProposalDropped(DropReason::ConfChangePending))
+    );
 }
 
 #[test]
 fn removed_leader_steps_down_and_the_rest_elect() {
     let mut c = cluster3();
-    c.node_mut(1).propose_conf_change(&ConfChange::single(ConfChangeKind::Remove, 1)).unwrap();
+    c.node_mut(1)
+        .propose_conf_change(&ConfChange::single(ConfChangeKind::Remove, 1))
+        .unwrap();
     c.stabilize();
     assert_eq!(c.node(1).role(), Role::Follower);
     assert!(!c.node(2).conf_state().voters.contains(&1));
@@ -386,11 +505,16 @@ fn transfer_can_be_aborted_and_rejects_learners() {
     c.node_mut(1).abort_leader_transfer();
     assert_eq!(c.node(1).status().transferee, None);
     c.heal();
-    c.node_mut(1).propose_conf_change(&ConfChange::single(ConfChangeKind::AddLearner, 4)).unwrap();
+    c.node_mut(1)
+        .propose_conf_change(&ConfChange::single(ConfChangeKind::AddLearner, 4))
+        .unwrap();
     c.add_node(4, MemStorage::default());
     apply_all(&mut c);
     assert!(c.node_mut(1).transfer_leader(4).is_err());
-    assert!(c.node_mut(2).transfer_leader(3).is_err(), "only the leader transfers");
+    assert!(
+        c.node_mut(2).transfer_leader(3).is_err(),
+        "only the leader transfers"
+    );
 }
 
 // ----- status and batching --------------------------------------------------------------
@@ -402,9 +526,16 @@ fn status_reports_progress_and_proposals_are_batched() {
         c.node_mut(1).propose(vec![i]).unwrap();
     }
     let rd = c.node_mut(1).ready().unwrap();
-    let appends: Vec<&Message> =
-        rd.messages.iter().filter(|m| matches!(m.body, MessageBody::Append { .. })).collect();
-    assert_eq!(appends.len(), 2, "one append per follower for ten proposals");
+    let appends: Vec<&Message> = rd
+        .messages
+        .iter()
+        .filter(|m| matches!(m.body, MessageBody::Append { .. }))
+        .collect();
+    assert_eq!(
+        appends.len(),
+        2,
+        "one append per follower for ten proposals"
+    );
     c.queue.extend(rd.messages);
     c.node_mut(1).store_mut().append(&rd.entries).unwrap();
     c.node_mut(1).advance(rd.ack);
@@ -414,7 +545,10 @@ fn status_reports_progress_and_proposals_are_batched() {
     assert_eq!(st.commit, 11);
     assert_eq!(st.applied, 11);
     assert_eq!(st.progress.len(), 3);
-    assert!(st.progress.values().all(|p| p.matched == 11 && p.state == ProgressState::Replicate));
+    assert!(st
+        .progress
+        .values()
+        .all(|p| p.matched == 11 && p.state == ProgressState::Replicate));
 }
 
 #[test]
@@ -449,4 +583,48 @@ fn inflight_limit_pauses_replication() {
     let p = c.node(1).status().progress[&2];
     assert_eq!(p.inflight_count, 2);
     assert!(p.paused);
+}
+
+// ----- restart and asynchronous applying ---------------------------------------------------
+
+#[test]
+fn restarted_follower_recovers_from_its_storage() {
+    let mut c = cluster3();
+    for i in 0..5u8 {
+        c.propose(1, &[i]).unwrap();
+    }
+    let term = c.node(2).term();
+    let commit = c.node(2).commit_index();
+    let disk = c.node(2).store().clone();
+    // Crash and restart node 2 from what it persisted; its state machine starts empty.
+    c.nodes.remove(&2);
+    c.add_node(2, disk);
+    assert_eq!(c.node(2).term(), term);
+    assert_eq!(c.node(2).commit_index(), commit);
+    c.stabilize();
+    assert_eq!(
+        c.applied_data(2).len(),
+        5,
+        "committed entries are delivered again"
+    );
+    c.propose(1, b"after restart").unwrap();
+    assert_eq!(c.applied_data(2).last().unwrap(), b"after restart");
+}
+
+#[test]
+fn persistence_and_applying_can_be_acknowledged_separately() {
+    let mut c = Cluster::new(&[1]);
+    c.campaign(1);
+    c.node_mut(1).propose(b"a".to_vec()).unwrap();
+    let rd = c.node_mut(1).ready().unwrap();
+    c.node_mut(1).store_mut().append(&rd.entries).unwrap();
+    c.node_mut(1).advance_persisted(rd.ack);
+    // Committed now (single voter, durable); handed out for applying in the next Ready.
+    let rd2 = c.node_mut(1).ready().unwrap();
+    let last = rd2.committed_entries.last().unwrap().index;
+    assert_eq!(rd2.committed_entries.last().unwrap().data, b"a");
+    c.node_mut(1).advance_persisted(rd2.ack);
+    assert!(c.node(1).status().applied < last);
+    c.node_mut(1).advance_applied(last);
+    assert_eq!(c.node(1).status().applied, last);
 }

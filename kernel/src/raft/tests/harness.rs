@@ -32,15 +32,28 @@ pub fn cfg(id: NodeId) -> Config {
 }
 
 pub fn entry(term: Term, index: Index) -> Entry {
-    Entry::new(term, index, EntryKind::Normal, alloc::vec![index as u8, term as u8])
+    Entry::new(
+        term,
+        index,
+        EntryKind::Normal,
+        alloc::vec![index as u8, term as u8],
+    )
 }
 
 /// A storage holding `terms` (term of entry i+1) and the given hard-state term.
 pub fn storage_with_log(voters: &[NodeId], terms: &[Term], term: Term) -> MemStorage {
     let mut s = MemStorage::new_with_conf_state(ConfState::with_voters(voters.iter().copied()));
-    let ents: Vec<Entry> = terms.iter().enumerate().map(|(i, &t)| entry(t, i as u64 + 1)).collect();
+    let ents: Vec<Entry> = terms
+        .iter()
+        .enumerate()
+        .map(|(i, &t)| entry(t, i as u64 + 1))
+        .collect();
     s.append(&ents).unwrap();
-    s.set_hard_state(HardState { term, vote: None, commit: 0 });
+    s.set_hard_state(HardState {
+        term,
+        vote: None,
+        commit: 0,
+    });
     s
 }
 
@@ -52,22 +65,46 @@ impl Cluster {
     pub fn with(ids: &[NodeId], mk: impl Fn(NodeId) -> Config) -> Self {
         let storages = ids
             .iter()
-            .map(|&id| (id, MemStorage::new_with_conf_state(ConfState::with_voters(ids.iter().copied()))))
+            .map(|&id| {
+                (
+                    id,
+                    MemStorage::new_with_conf_state(ConfState::with_voters(ids.iter().copied())),
+                )
+            })
             .collect();
         Self::from_storages(storages, mk)
     }
 
     /// A cluster whose founders start from a bootstrap snapshot (needed when nodes join).
     pub fn bootstrapped(ids: &[NodeId]) -> Self {
-        let storages = ids.iter().map(|&id| (id, MemStorage::bootstrap(ConfState::with_voters(ids.iter().copied())))).collect();
+        let storages = ids
+            .iter()
+            .map(|&id| {
+                (
+                    id,
+                    MemStorage::bootstrap(ConfState::with_voters(ids.iter().copied())),
+                )
+            })
+            .collect();
         Self::from_storages(storages, cfg)
     }
 
-    pub fn from_storages(storages: Vec<(NodeId, MemStorage)>, mk: impl Fn(NodeId) -> Config) -> Self {
+    pub fn from_storages(
+        storages: Vec<(NodeId, MemStorage)>,
+        mk: impl Fn(NodeId) -> Config,
+    ) -> Self {
         let mut nodes = BTreeMap::new();
         for (id, s) in storages {
             let raw = RawNode::new(mk(id), s).unwrap();
-            nodes.insert(id, TNode { raw, applied: Vec::new(), read_states: Vec::new(), conf_states: Vec::new() });
+            nodes.insert(
+                id,
+                TNode {
+                    raw,
+                    applied: Vec::new(),
+                    read_states: Vec::new(),
+                    conf_states: Vec::new(),
+                },
+            );
         }
         Cluster {
             nodes,
@@ -89,7 +126,15 @@ impl Cluster {
 
     pub fn add_node(&mut self, id: NodeId, s: MemStorage) {
         let raw = RawNode::new(cfg(id), s).unwrap();
-        self.nodes.insert(id, TNode { raw, applied: Vec::new(), read_states: Vec::new(), conf_states: Vec::new() });
+        self.nodes.insert(
+            id,
+            TNode {
+                raw,
+                applied: Vec::new(),
+                read_states: Vec::new(),
+                conf_states: Vec::new(),
+            },
+        );
     }
 
     /// Persists and applies one node's Ready, queueing its messages.
@@ -145,7 +190,10 @@ impl Cluster {
     }
 
     pub fn deliver(&mut self, m: Message) {
-        if self.cut.contains(&(m.from, m.to)) || self.down.contains(&m.to) || self.down.contains(&m.from) {
+        if self.cut.contains(&(m.from, m.to))
+            || self.down.contains(&m.to)
+            || self.down.contains(&m.from)
+        {
             return;
         }
         if let Some(f) = self.filter {
@@ -208,14 +256,22 @@ impl Cluster {
     }
 
     pub fn leader(&self) -> Option<NodeId> {
-        self.nodes.iter().find(|(id, n)| !self.down.contains(id) && n.raw.role() == Role::Leader).map(|(id, _)| *id)
+        self.nodes
+            .iter()
+            .find(|(id, n)| !self.down.contains(id) && n.raw.role() == Role::Leader)
+            .map(|(id, _)| *id)
     }
 
     /// (index, term) of every entry in the node's log.
     pub fn log_terms(&self, id: NodeId) -> Vec<(Index, Term)> {
         let r = self.nodes[&id].raw.raft();
         let (f, l) = (r.log.first_index(), r.log.last_index());
-        r.log.slice(f, l + 1, u64::MAX).unwrap().iter().map(|e| (e.index, e.term)).collect()
+        r.log
+            .slice(f, l + 1, u64::MAX)
+            .unwrap()
+            .iter()
+            .map(|e| (e.index, e.term))
+            .collect()
     }
 
     pub fn applied_data(&self, id: NodeId) -> Vec<Vec<u8>> {

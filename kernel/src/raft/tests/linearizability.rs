@@ -90,7 +90,11 @@ fn check_register(ops: &[Op]) -> Option<bool> {
             return Some(true);
         }
         // An op can come next only if it was called before every pending op returned.
-        let min_ret = (0..n).filter(|&i| !is_done(i)).map(|i| ops[i].ret).min().unwrap_or(u64::MAX);
+        let min_ret = (0..n)
+            .filter(|&i| !is_done(i))
+            .map(|i| ops[i].ret)
+            .min()
+            .unwrap_or(u64::MAX);
         let candidates = (0..n).filter(|&i| !is_done(i) && ops[i].call < min_ret);
         // A read that is legal now can always be taken now: it does not change the value and
         // only relaxes constraints. Taking it greedily avoids exploring every subset of
@@ -127,30 +131,57 @@ mod tests {
     use super::*;
 
     fn w(key: u64, call: u64, ret: u64, v: u64) -> Op {
-        Op { key, call, ret, kind: OpKind::Write(v) }
+        Op {
+            key,
+            call,
+            ret,
+            kind: OpKind::Write(v),
+        }
     }
 
     fn r(key: u64, call: u64, ret: u64, v: Option<u64>) -> Op {
-        Op { key, call, ret, kind: OpKind::Read(v) }
+        Op {
+            key,
+            call,
+            ret,
+            kind: OpKind::Read(v),
+        }
     }
 
     #[test]
     fn accepts_linearizable_histories() {
         assert_eq!(check(&[w(1, 0, 2, 5), r(1, 3, 4, Some(5))]), Verdict::Ok);
         // Concurrent write and read: the read may see either value.
-        assert_eq!(check(&[w(1, 0, 10, 5), r(1, 1, 2, None), r(1, 3, 4, Some(5))]), Verdict::Ok);
+        assert_eq!(
+            check(&[w(1, 0, 10, 5), r(1, 1, 2, None), r(1, 3, 4, Some(5))]),
+            Verdict::Ok
+        );
         // An unknown write may have happened...
-        assert_eq!(check(&[w(1, 0, u64::MAX, 5), r(1, 3, 4, Some(5))]), Verdict::Ok);
+        assert_eq!(
+            check(&[w(1, 0, u64::MAX, 5), r(1, 3, 4, Some(5))]),
+            Verdict::Ok
+        );
         // ...or not.
-        assert_eq!(check(&[w(1, 0, u64::MAX, 5), r(1, 3, 4, None)]), Verdict::Ok);
+        assert_eq!(
+            check(&[w(1, 0, u64::MAX, 5), r(1, 3, 4, None)]),
+            Verdict::Ok
+        );
     }
 
     #[test]
     fn rejects_stale_reads() {
         // Read after a completed write sees the old value.
-        assert_eq!(check(&[w(1, 0, 2, 5), r(1, 3, 4, None)]), Verdict::Violation(1));
+        assert_eq!(
+            check(&[w(1, 0, 2, 5), r(1, 3, 4, None)]),
+            Verdict::Violation(1)
+        );
         // Value flips back: 5 then 6 then 5 again.
-        let h = [w(1, 0, 1, 5), w(1, 2, 3, 6), r(1, 4, 5, Some(6)), r(1, 6, 7, Some(5))];
+        let h = [
+            w(1, 0, 1, 5),
+            w(1, 2, 3, 6),
+            r(1, 4, 5, Some(6)),
+            r(1, 6, 7, Some(5)),
+        ];
         assert_eq!(check(&h), Verdict::Violation(1));
         // Reads that see a value no one wrote.
         assert_eq!(check(&[r(2, 0, 1, Some(9))]), Verdict::Violation(2));

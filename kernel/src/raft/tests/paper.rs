@@ -27,7 +27,11 @@ fn election_by_timeout() {
     let mut c = Cluster::new(&[1, 2, 3]);
     c.tick_all(25);
     let l = c.leader().expect("a leader after timeouts");
-    let leaders = c.nodes.values().filter(|n| n.raw.role() == Role::Leader).count();
+    let leaders = c
+        .nodes
+        .values()
+        .filter(|n| n.raw.role() == Role::Leader)
+        .count();
     assert_eq!(leaders, 1);
     assert!(c.nodes.values().all(|n| n.raw.leader() == Some(l)));
 }
@@ -60,7 +64,10 @@ fn follower_refuses_proposals_with_leader_hint() {
     let mut c = Cluster::new(&[1, 2, 3]);
     c.campaign(1);
     let err = c.node_mut(2).propose(b"x".to_vec()).unwrap_err();
-    assert_eq!(err, Error::ProposalDropped(DropReason::NotLeader { leader: Some(1) }));
+    assert_eq!(
+        err,
+        Error::ProposalDropped(DropReason::NotLeader { leader: Some(1) })
+    );
     assert_eq!(c.node(2).status().counters.dropped_proposals, 1);
 }
 
@@ -76,11 +83,28 @@ fn candidate_with_stale_log_loses() {
     // Node 3 campaigns without pre-vote hurdles: force an election.
     c.node_mut(3).raft_mut().become_candidate();
     let t = c.node(3).term();
-    let (li, lt) = (c.node(3).raft().log.last_index(), c.node(3).raft().log.last_term());
+    let (li, lt) = (
+        c.node(3).raft().log.last_index(),
+        c.node(3).raft().log.last_term(),
+    );
     // Node 2 has a longer log, so it refuses even though node 3's term is newer.
-    let m = Message { from: 3, to: 2, term: t, body: MessageBody::Vote { last_index: li, last_term: lt, transfer: true } };
+    let m = Message {
+        from: 3,
+        to: 2,
+        term: t,
+        body: MessageBody::Vote {
+            last_index: li,
+            last_term: lt,
+            transfer: true,
+        },
+    };
     c.send(m);
-    let resp = c.trace.iter().rev().find(|m| m.from == 2 && m.to == 3).unwrap();
+    let resp = c
+        .trace
+        .iter()
+        .rev()
+        .find(|m| m.from == 2 && m.to == 3)
+        .unwrap();
     assert_eq!(resp.body, MessageBody::VoteResponse { reject: true });
 }
 
@@ -121,7 +145,16 @@ fn leader_lease_ignores_disruptive_vote() {
     let mut c = Cluster::new(&[1, 2, 3]);
     c.campaign(1);
     let t = c.node(2).term();
-    let m = Message { from: 3, to: 2, term: t + 5, body: MessageBody::Vote { last_index: 99, last_term: 99, transfer: false } };
+    let m = Message {
+        from: 3,
+        to: 2,
+        term: t + 5,
+        body: MessageBody::Vote {
+            last_index: 99,
+            last_term: 99,
+            transfer: false,
+        },
+    };
     c.deliver(m);
     assert_eq!(c.node(2).term(), t);
     assert_eq!(c.node(2).status().counters.lease_ignored_votes, 1);
@@ -132,12 +165,12 @@ fn leader_lease_ignores_disruptive_vote() {
 fn figure7_followers_with_divergent_logs_are_repaired() {
     let leader_log: Vec<Term> = vec![1, 1, 1, 4, 4, 5, 5, 6, 6, 6];
     let followers: Vec<Vec<Term>> = vec![
-        vec![1, 1, 1, 4, 4, 5, 5, 6, 6],                // (a) missing one
-        vec![1, 1, 1, 4],                               // (b) missing many
-        vec![1, 1, 1, 4, 4, 5, 5, 6, 6, 6, 6],          // (c) one extra
-        vec![1, 1, 1, 4, 4, 5, 5, 6, 6, 6, 7, 7],       // (d) extra from a newer term
-        vec![1, 1, 1, 4, 4, 4, 4],                      // (e) conflicting term 4 tail
-        vec![1, 1, 1, 2, 2, 2, 3, 3, 3, 3, 3],          // (f) conflicting terms 2 and 3
+        vec![1, 1, 1, 4, 4, 5, 5, 6, 6],          // (a) missing one
+        vec![1, 1, 1, 4],                         // (b) missing many
+        vec![1, 1, 1, 4, 4, 5, 5, 6, 6, 6, 6],    // (c) one extra
+        vec![1, 1, 1, 4, 4, 5, 5, 6, 6, 6, 7, 7], // (d) extra from a newer term
+        vec![1, 1, 1, 4, 4, 4, 4],                // (e) conflicting term 4 tail
+        vec![1, 1, 1, 2, 2, 2, 3, 3, 3, 3, 3],    // (f) conflicting terms 2 and 3
     ];
     for (i, flog) in followers.iter().enumerate() {
         let fterm = *flog.last().unwrap();
@@ -155,7 +188,11 @@ fn figure7_followers_with_divergent_logs_are_repaired() {
         c.stabilize();
         c.propose(1, b"after").unwrap();
         assert_eq!(c.log_terms(1), c.log_terms(2), "case {i}");
-        let mut want: Vec<(Index, Term)> = leader_log.iter().enumerate().map(|(j, &t)| (j as u64 + 1, t)).collect();
+        let mut want: Vec<(Index, Term)> = leader_log
+            .iter()
+            .enumerate()
+            .map(|(j, &t)| (j as u64 + 1, t))
+            .collect();
         want.push((11, 8));
         want.push((12, 8));
         assert_eq!(c.log_terms(2), want, "case {i}");
@@ -184,14 +221,34 @@ fn figure8_no_commit_of_previous_term_by_counting() {
     c.queue.clear();
     // ...acknowledged by S2 and S3 as far as index 2 only (the term-4 no-op not yet):
     for from in [2, 3] {
-        c.deliver(Message { from, to: 1, term: 4, body: MessageBody::AppendResponse { index: 2, reject: None } });
+        c.deliver(Message {
+            from,
+            to: 1,
+            term: 4,
+            body: MessageBody::AppendResponse {
+                index: 2,
+                reject: None,
+            },
+        });
     }
     let _ = c.handle_ready(1);
     c.queue.clear();
-    assert_eq!(c.node(1).commit_index(), 0, "index 2 (term 2) must not commit by counting");
+    assert_eq!(
+        c.node(1).commit_index(),
+        0,
+        "index 2 (term 2) must not commit by counting"
+    );
     // Once a majority has the term-4 entry, everything before it commits too.
     for from in [2, 3] {
-        c.deliver(Message { from, to: 1, term: 4, body: MessageBody::AppendResponse { index: 3, reject: None } });
+        c.deliver(Message {
+            from,
+            to: 1,
+            term: 4,
+            body: MessageBody::AppendResponse {
+                index: 3,
+                reject: None,
+            },
+        });
     }
     assert_eq!(c.node(1).commit_index(), 3);
 }
@@ -203,13 +260,20 @@ fn vote_is_durable_before_the_answer_leaves() {
         from: 1,
         to: 2,
         term: 1,
-        body: MessageBody::Vote { last_index: 0, last_term: 0, transfer: false },
+        body: MessageBody::Vote {
+            last_index: 0,
+            last_term: 0,
+            transfer: false,
+        },
     });
     let rd = c.node_mut(2).ready().unwrap();
     assert!(rd.messages.is_empty());
     assert_eq!(rd.hard_state.unwrap().vote, Some(1));
     assert_eq!(rd.persisted_messages.len(), 1);
-    assert_eq!(rd.persisted_messages[0].body, MessageBody::VoteResponse { reject: false });
+    assert_eq!(
+        rd.persisted_messages[0].body,
+        MessageBody::VoteResponse { reject: false }
+    );
     c.node_mut(2).advance(rd.ack);
 }
 
@@ -220,7 +284,10 @@ fn entries_are_durable_before_acknowledged_and_leader_persists_in_parallel() {
     c.node_mut(1).propose(b"p".to_vec()).unwrap();
     let rd = c.node_mut(1).ready().unwrap();
     // The leader's appends may leave before its own write...
-    assert!(rd.messages.iter().any(|m| matches!(m.body, MessageBody::Append { .. })));
+    assert!(rd
+        .messages
+        .iter()
+        .any(|m| matches!(m.body, MessageBody::Append { .. })));
     assert_eq!(rd.entries.len(), 1);
     // ...but it does not count itself until the write is acknowledged.
     let last = rd.entries[0].index;
@@ -229,8 +296,14 @@ fn entries_are_durable_before_acknowledged_and_leader_persists_in_parallel() {
         c.deliver(m);
     }
     let rd2 = c.node_mut(2).ready().unwrap();
-    assert!(rd2.messages.is_empty(), "follower acks only after persisting");
-    assert!(rd2.persisted_messages.iter().any(|m| matches!(m.body, MessageBody::AppendResponse { .. })));
+    assert!(
+        rd2.messages.is_empty(),
+        "follower acks only after persisting"
+    );
+    assert!(rd2
+        .persisted_messages
+        .iter()
+        .any(|m| matches!(m.body, MessageBody::AppendResponse { .. })));
     for m in rd2.persisted_messages.clone() {
         c.deliver(m);
     }
@@ -256,7 +329,10 @@ fn corrupt_entry_in_storage_is_an_error_and_never_applied() {
     let idx = rd.entries[0].index;
     c.node_mut(1).store_mut().corrupt_entry(idx);
     c.node_mut(1).advance(rd.ack);
-    assert_eq!(c.node_mut(1).ready().unwrap_err(), Error::CorruptEntry { index: idx });
+    assert_eq!(
+        c.node_mut(1).ready().unwrap_err(),
+        Error::CorruptEntry { index: idx }
+    );
     assert!(c.nodes[&1].applied.iter().all(|e| e.data != b"torn"));
 }
 
@@ -270,7 +346,12 @@ fn corrupt_entry_on_the_wire_is_ignored() {
         from: 1,
         to: 2,
         term: 1,
-        body: MessageBody::Append { prev_index: 1, prev_term: 1, entries: vec![e], commit: 1 },
+        body: MessageBody::Append {
+            prev_index: 1,
+            prev_term: 1,
+            entries: vec![e],
+            commit: 1,
+        },
     });
     assert_eq!(c.node(2).status().counters.corrupt, 1);
     assert_eq!(c.node(2).raft().log.last_index(), 1);
@@ -278,24 +359,127 @@ fn corrupt_entry_on_the_wire_is_ignored() {
 
 #[test]
 fn message_and_entries_round_trip_through_postcard() {
-    let e = Entry::new(3, 7, EntryKind::ConfChange, ConfChange::single(ConfChangeKind::AddLearner, 9).encode().unwrap());
+    let e = Entry::new(
+        3,
+        7,
+        EntryKind::ConfChange,
+        ConfChange::single(ConfChangeKind::AddLearner, 9)
+            .encode()
+            .unwrap(),
+    );
     let m = Message {
         from: 1,
         to: 2,
         term: 3,
-        body: MessageBody::Append { prev_index: 6, prev_term: 2, entries: vec![e.clone()], commit: 5 },
+        body: MessageBody::Append {
+            prev_index: 6,
+            prev_term: 2,
+            entries: vec![e.clone()],
+            commit: 5,
+        },
     };
     let back = Message::decode(&m.encode().unwrap()).unwrap();
     assert_eq!(back, m);
     assert!(e.verify().is_ok());
     let snap = Snapshot {
-        meta: SnapshotMeta { index: 4, term: 2, conf_state: ConfState::with_voters([1, 2]) },
+        meta: SnapshotMeta {
+            index: 4,
+            term: 2,
+            conf_state: ConfState::with_voters([1, 2]),
+        },
         data: vec![1, 2, 3],
     };
     let bytes = postcard::to_allocvec(&snap).unwrap();
     assert_eq!(postcard::from_bytes::<Snapshot>(&bytes).unwrap(), snap);
-    let hs = HardState { term: 5, vote: Some(2), commit: 9 };
+    let hs = HardState {
+        term: 5,
+        vote: Some(2),
+        commit: 9,
+    };
     let bytes = postcard::to_allocvec(&hs).unwrap();
     assert_eq!(postcard::from_bytes::<HardState>(&bytes).unwrap(), hs);
     assert_eq!(Message::decode(&[0xFF, 0xFF, 0xFF]), Err(Error::Codec));
+}
+
+/// Leader completeness (§5.4): whoever wins the next election holds every committed entry.
+#[test]
+fn leader_completeness_after_leader_failure() {
+    let mut c = Cluster::new(&[1, 2, 3, 4, 5]);
+    c.campaign(1);
+    // Entries committed with 1, 2, 3 only.
+    c.down.insert(4);
+    c.down.insert(5);
+    for i in 0..3u8 {
+        c.propose(1, &[i]).unwrap();
+    }
+    let committed = c.node(1).commit_index();
+    c.down.clear();
+    c.down.insert(1);
+    // 4 and 5 lack the entries; whoever wins must be 2 or 3.
+    c.tick_all(40);
+    let l = c.leader().unwrap();
+    assert!(l == 2 || l == 3, "leader {l} lacks committed entries");
+    assert!(c.node(l).raft().log.last_index() >= committed);
+    for i in 1..=committed {
+        assert_eq!(c.node(l).raft().log.term(i), c.node(1).raft().log.term(i));
+    }
+}
+
+/// Leader append-only (§5.3): a leader never overwrites or deletes its own entries, whatever
+/// it receives.
+#[test]
+fn leader_never_overwrites_its_log() {
+    let mut c = Cluster::new(&[1, 2, 3]);
+    c.campaign(1);
+    c.propose(1, b"mine").unwrap();
+    let before = c.log_terms(1);
+    let t = c.node(1).term();
+    let forged = Entry::new(t, 2, EntryKind::Normal, b"forged".to_vec());
+    c.deliver(Message {
+        from: 2,
+        to: 1,
+        term: t,
+        body: MessageBody::Append {
+            prev_index: 1,
+            prev_term: 1,
+            entries: vec![forged],
+            commit: 2,
+        },
+    });
+    c.stabilize();
+    assert_eq!(c.log_terms(1), before);
+    assert_eq!(c.node(1).role(), Role::Leader);
+}
+
+/// Log matching (§5.3): the consistency check refuses an append whose previous entry does
+/// not match, and the follower's log is untouched.
+#[test]
+fn append_with_mismatched_previous_entry_is_rejected() {
+    let mut c = Cluster::new(&[1, 2, 3]);
+    c.campaign(1);
+    c.propose(1, b"x").unwrap();
+    let before = c.log_terms(2);
+    let t = c.node(1).term();
+    let e = Entry::new(t, 3, EntryKind::Normal, b"y".to_vec());
+    c.deliver(Message {
+        from: 1,
+        to: 2,
+        term: t,
+        body: MessageBody::Append {
+            prev_index: 2,
+            prev_term: t - 1,
+            entries: vec![e],
+            commit: 0,
+        },
+    });
+    assert_eq!(c.log_terms(2), before);
+    let rd = c.node_mut(2).ready().unwrap();
+    assert!(rd.persisted_messages.iter().any(|m| matches!(
+        m.body,
+        MessageBody::AppendResponse {
+            index: 2,
+            reject: Some(_)
+        }
+    )));
+    c.node_mut(2).advance(rd.ack);
 }

@@ -1,0 +1,330 @@
+//! The stall watchdog: reports a task that holds its core too long *while* it does.
+//!
+//! The kernel reports a long poll once it returns (a warning, `ExecutorStats::stalls`). A task
+//! stuck in a blocking call or an endless loop never returns, so this module adds a watchdog
+//! thread per `run_*` call:
+//!
+//! ```text
+//!  core thread (every poll, through the HAL hook `Platform::stall_watch`)   watchdog thread
+//!    poll_started: names changed? -> try_lock + copy (rare)                 every threshold/4:
+//!                  task_id.store; poll_start.store(start, Release)           start = poll_start
+//!    ... the task runs ...                                                   now - start >= threshold
+//!    poll_ended:   poll_start.store(0, Release)                              and not yet reported?
+//!                                                                            -> warn with the names
+//! ```
+//!
+//! The core's side is a few relaxed/release stores per poll and a comparison of the task's
+//! name with the last one published; it never blocks (a `try_lock` that fails leaves the
+//! names marked stale). The platform clock (`CLOCK_MONOTONIC` nanoseconds) and the
+//! watchdog's `std::time::Instant` are related by an offset each core measures at start.
+//! No unsafe code.
+
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+use std::thread;
+use std::time::{Duration, Instant as StdInstant};
+
+use seastar_hal::{Instant, Platform, PollInfo, StallWatch};
+
+/// One core's published state, shared with the watchdog thread.
+#[derive(Debug)]
+pub(crate) struct CoreWatch {
+    core: usize,
+    /// Platform-clock nanoseconds at which the running poll started; 0 between polls.
+    poll_start: AtomicU64,
+    task_id: AtomicU64,
+    /// Platform clock minus nanoseconds since the watchdog's origin.
+    offset: AtomicI64,
+    /// `offset` has been measured.
+    ready: AtomicBool,
+    names: Mutex<Names>,
+    /// The names in `names` may belong to an earlier task (a `try_lock` failed).
+    names_stale: AtomicBool,
+    /// Stalls the watchdog reported while they happened.
+    reports: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Names {
+    task: Option<String>,
+    group: String,
+}
+
+impl CoreWatch {
+    pub(crate) fn new(core: usize) -> Self {
+        CoreWatch {
+            core,
+            poll_start: AtomicU64::new(0),
+            task_id: AtomicU64::new(0),
+            offset: AtomicI64::new(0),
+            ready: AtomicBool::new(false),
+            names: Mutex::new(Names::default()),
+            names_stale: AtomicBool::new(false),
+            reports: AtomicU64::new(0),
+        }
+    }
+
+    /// Stalls the watchdog reported on this core while they happened.
+    pub(crate) fn reports(&self) -> u64 {
+        self.reports.load(Ordering::Relaxed)
+    }
+
+    fn lock_names(&self) -> MutexGuard<'_, Names> {
+        match self.names.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+}
+
+/// The core's side: implements the HAL hook. Lives on the core's thread.
+#[derive(Debug)]
+pub(crate) struct WatchLocal {
+    shared: Arc<CoreWatch>,
+    /// What the shared names hold, as far as this core knows (compared on every poll so the
+    /// lock is taken only when they change).
+    cache: RefCell<Cached>,
+}
+
+#[derive(Debug, Default)]
+struct Cached {
+    valid: bool,
+    has_task: bool,
+    task: String,
+    group: String,
+}
+
+impl Cached {
+    fn matches(&self, poll: &PollInfo<'_>) -> bool {
+        self.valid
+            && self.group == poll.group
+            && match poll.task_name {
+                Some(n) => self.has_task && self.task == n,
+                None => !self.has_task,
+            }
+    }
+
+    fn set(&mut self, poll: &PollInfo<'_>) {
+        self.task.clear();
+        self.has_task = poll.task_name.is_some();
+        self.task.push_str(poll.task_name.unwrap_or(""));
+        self.group.clear();
+        self.group.push_str(poll.group);
+        self.valid = true;
+    }
+}
+
+impl WatchLocal {
+    /// The core's side of `shared`; measures the clock offset against `origin` with the
+    /// core's platform clock `now`.
+    pub(crate) fn new(shared: Arc<CoreWatch>, origin: StdInstant, now: Instant) -> Self {
+        let since_origin = i64::try_from(origin.elapsed().as_nanos()).unwrap_or(i64::MAX);
+        let platform = i64::try_from(now.as_nanos()).unwrap_or(i64::MAX);
+        shared
+            .offset
+            .store(platform.saturating_sub(since_origin), Ordering::Relaxed);
+        shared.ready.store(true, Ordering::Release);
+        WatchLocal {
+            shared,
+            cache: RefCell::new(Cached::default()),
+        }
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<CoreWatch> {
+        &self.shared
+    }
+}
+
+impl StallWatch for WatchLocal {
+    fn poll_started(&self, poll: &PollInfo<'_>) {
+        let shared = &*self.shared;
+        let mut cache = self.cache.borrow_mut();
+        if !cache.matches(poll) {
+            // Never block the core: if the watchdog is reading the names right now, publish
+            // them on a later poll and let it know these may be old.
+            let guard = match shared.names.try_lock() {
+                Ok(g) => Some(g),
+                Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
+                Err(TryLockError::WouldBlock) => None,
+            };
+            match guard {
+                Some(mut names) => {
+                    names.task = poll.task_name.map(str::to_owned);
+                    names.group.clear();
+                    names.group.push_str(poll.group);
+                    drop(names);
+                    cache.set(poll);
+                    shared.names_stale.store(false, Ordering::Relaxed);
+                }
+                None => {
+                    cache.valid = false;
+                    shared.names_stale.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+        shared.task_id.store(poll.task_id, Ordering::Relaxed);
+        // 0 means "between polls"; a poll starting at the clock's origin shows as 1 ns.
+        shared
+            .poll_start
+            .store(poll.start.as_nanos().max(1), Ordering::Release);
+    }
+
+    fn poll_ended(&self, _end: Instant) {
+        self.shared.poll_start.store(0, Ordering::Release);
+    }
+}
+
+/// A core's platform with the stall watch attached: everything else is forwarded.
+#[derive(Debug)]
+pub(crate) struct Watched<P> {
+    inner: P,
+    watch: Option<WatchLocal>,
+}
+
+impl<P: Platform> Watched<P> {
+    pub(crate) fn new(inner: P, watch: Option<WatchLocal>) -> Self {
+        Watched { inner, watch }
+    }
+}
+
+impl<P: Platform> Platform for Watched<P> {
+    type Unparker = P::Unparker;
+    type Io = P::Io;
+
+    fn now(&self) -> Instant {
+        self.inner.now()
+    }
+    fn park(&self, deadline: Option<Instant>) {
+        self.inner.park(deadline)
+    }
+    fn unparker(&self) -> Self::Unparker {
+        self.inner.unparker()
+    }
+    fn io(&self) -> &Self::Io {
+        self.inner.io()
+    }
+    fn flush(&self) {
+        self.inner.flush()
+    }
+    fn stall_watch(&self) -> Option<&dyn StallWatch> {
+        match &self.watch {
+            Some(w) => Some(w),
+            None => self.inner.stall_watch(),
+        }
+    }
+}
+
+/// The watchdog thread's side.
+#[derive(Debug)]
+pub(crate) struct Watchdog {
+    cores: Vec<Arc<CoreWatch>>,
+    threshold: Duration,
+    origin: StdInstant,
+    stop: AtomicBool,
+}
+
+impl Watchdog {
+    pub(crate) fn new(cores: usize, threshold: Duration) -> Self {
+        Watchdog {
+            cores: (0..cores).map(|c| Arc::new(CoreWatch::new(c))).collect(),
+            threshold,
+            origin: StdInstant::now(),
+            stop: AtomicBool::new(false),
+        }
+    }
+
+    pub(crate) fn origin(&self) -> StdInstant {
+        self.origin
+    }
+
+    pub(crate) fn core(&self, core: usize) -> Option<Arc<CoreWatch>> {
+        self.cores.get(core).cloned()
+    }
+
+    /// Ask `run` to return; the caller then unparks its thread.
+    pub(crate) fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+    }
+
+    /// The watchdog thread's body: check every core a few times per threshold until
+    /// stopped.
+    pub(crate) fn run(&self) {
+        let period =
+            (self.threshold / 4).clamp(Duration::from_millis(1), Duration::from_millis(250));
+        let mut reported = vec![0u64; self.cores.len()];
+        while !self.stop.load(Ordering::Acquire) {
+            thread::park_timeout(period);
+            for (watch, last) in self.cores.iter().zip(reported.iter_mut()) {
+                self.check(watch, last);
+            }
+        }
+    }
+
+    fn check(&self, w: &CoreWatch, last_reported: &mut u64) {
+        if !w.ready.load(Ordering::Acquire) {
+            return;
+        }
+        let start = w.poll_start.load(Ordering::Acquire);
+        if start == 0 || start == *last_reported {
+            return;
+        }
+        let since_origin = i64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(i64::MAX);
+        let now = since_origin.saturating_add(w.offset.load(Ordering::Relaxed));
+        let held = u64::try_from(now.saturating_sub(i64::try_from(start).unwrap_or(i64::MAX)))
+            .unwrap_or(0);
+        let held = Duration::from_nanos(held);
+        if held < self.threshold {
+            return;
+        }
+        let id = w.task_id.load(Ordering::Relaxed);
+        let (task, group) = {
+            let names = w.lock_names();
+            (names.task.clone(), names.group.clone())
+        };
+        let stale = w.names_stale.load(Ordering::Relaxed);
+        if w.poll_start.load(Ordering::Acquire) != start {
+            // It returned meanwhile; the kernel reports it (with exact names) itself.
+            return;
+        }
+        *last_reported = start;
+        w.reports.fetch_add(1, Ordering::Relaxed);
+        let task = if stale {
+            "(name not published)".to_owned()
+        } else {
+            task.unwrap_or_else(|| "(unnamed)".to_owned())
+        };
+        log::warn!(
+            "seastar: stall on core {}: task {task} #{id} in scheduling group {group} has held \
+             the core for {} ms and is still running",
+            w.core,
+            held.as_millis()
+        );
+    }
+}
+
+std::thread_local! {
+    /// This core's watch, for `core_stats`.
+    static CURRENT: RefCell<Option<Arc<CoreWatch>>> = const { RefCell::new(None) };
+}
+
+/// Keeps this thread's watch reachable until dropped.
+pub(crate) struct CurrentGuard {
+    _private: (),
+}
+
+impl Drop for CurrentGuard {
+    fn drop(&mut self) {
+        CURRENT.with(|c| c.borrow_mut().take());
+    }
+}
+
+pub(crate) fn set_current(watch: Option<Arc<CoreWatch>>) -> CurrentGuard {
+    CURRENT.with(|c| *c.borrow_mut() = watch);
+    CurrentGuard { _private: () }
+}
+
+/// Stalls the watchdog reported on this thread's core, if it has a watchdog.
+pub(crate) fn current_reports() -> Option<u64> {
+    CURRENT.with(|c| c.borrow().as_ref().map(|w| w.reports()))
+}
