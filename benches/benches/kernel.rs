@@ -371,5 +371,61 @@ fn semaphore(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(kernel, spawn_join, yields, timers, channel, semaphore);
+/// `need_preempt()` in a tight loop, next to the naive way of asking "has my quota run out?"
+/// (a clock read and compare per call) and to tokio's cooperative budget check.
+fn preempt_check(c: &mut Criterion) {
+    let (rt, trt) = (ours(), tokio_rt());
+    let mut g = c.benchmark_group("need_preempt");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("seastar_need_preempt", |b| {
+        b.iter_custom(|iters| {
+            on_ours(&rt, iters, |iters| async move {
+                let task = seastar::spawn(async move {
+                    let start = Instant::now();
+                    let mut n = 0u64;
+                    for _ in 0..iters {
+                        n += u64::from(black_box(seastar_kernel::sched::need_preempt()));
+                    }
+                    black_box(n);
+                    start.elapsed()
+                });
+                task.await.unwrap_or_default()
+            })
+        })
+    });
+    g.bench_function("clock_read_per_call", |b| {
+        b.iter_custom(|iters| {
+            let deadline = Instant::now() + Duration::from_secs(3600);
+            let start = Instant::now();
+            let mut n = 0u64;
+            for _ in 0..iters {
+                n += u64::from(black_box(Instant::now() >= deadline));
+            }
+            black_box(n);
+            start.elapsed()
+        })
+    });
+    g.bench_function("tokio_consume_budget", |b| {
+        b.iter_custom(|iters| {
+            trt.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    tokio::task::consume_budget().await;
+                }
+                start.elapsed()
+            })
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(
+    kernel,
+    spawn_join,
+    yields,
+    timers,
+    channel,
+    semaphore,
+    preempt_check
+);
 criterion_main!(kernel);
