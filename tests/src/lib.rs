@@ -17,6 +17,7 @@
 //! | `listener.rs` | several tasks accepting on one listener, dropping a listener with queued connections, `SO_REUSEPORT` across runtimes |
 //! | `resources.rs` | descriptors and threads return to their baseline after many runtime cycles |
 //! | `runtime_failures.rs` | a panicking core ends `run_on_all` promptly, even with another core blocked in `accept` |
+//! | `shutdown.rs` | graceful shutdown under load from 6 clients: every accepted request answered in full, none cut, new connections refused while a request is still in flight, a clean report; a stuck connection named at the deadline; SIGTERM to a child process (this binary re-run) drains it and it exits 0 |
 //!
 //! Helpers, all deterministic and bounded in time:
 //!

@@ -51,6 +51,8 @@ struct Shared {
     refused_late: AtomicUsize,
     /// Cores whose listener is closed.
     listeners_closed: AtomicUsize,
+    /// Print `ACCEPTED n` on stdout for each accepted request (the child process).
+    announce: bool,
 }
 
 impl Shared {
@@ -124,7 +126,10 @@ async fn serve_conn(stream: &TcpStream, conn: &Registration, shared: &Shared) ->
             return Ok(());
         }
         // From the first byte on, the request is ours: finish it whatever the phase.
-        shared.accepted.fetch_add(1, Ordering::SeqCst);
+        let n = shared.accepted.fetch_add(1, Ordering::SeqCst) + 1;
+        if shared.announce {
+            println!("ACCEPTED {n}");
+        }
         if head.len() < 4 {
             let rest = client::read_exact(stream, 4 - head.len()).await?;
             head.extend_from_slice(&rest);
@@ -407,7 +412,10 @@ fn child_signal_server() {
         _ => return,
     };
     let rt = runtime(backend, 1, Duration::from_secs(10), true);
-    let shared = Arc::new(Shared::default());
+    let shared = Arc::new(Shared {
+        announce: true,
+        ..Shared::default()
+    });
     let s = shared.clone();
     let printer = thread::spawn(move || {
         let addr = s.wait_addr();
@@ -476,8 +484,13 @@ fn sigterm_drains_a_child_process_gracefully(backend: Backend) {
     let second = request(&mut Rng::new(2), 2);
     let half = 4 + (second.len() - 4) / 2;
     s.write_all(&second[..half]).expect("write half");
-    // Make sure the server has read into it before the signal (a first byte counts).
-    thread::sleep(Duration::from_millis(200));
+    // The server has read into it before the signal (its first byte makes it accepted).
+    loop {
+        let line = line_rx.recv_timeout(IO_TIMEOUT).expect("ACCEPTED 2");
+        if line.contains("ACCEPTED 2") {
+            break;
+        }
+    }
 
     let pid = libc::pid_t::try_from(child.0.id()).expect("pid");
     // SAFETY: sending a signal to our own child process; integer arguments only.

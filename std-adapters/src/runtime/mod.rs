@@ -16,6 +16,11 @@
 //! each core's thread and returns the core's root future, which need not be `Send`: spawn
 //! tasks from it with [`crate::spawn`]. The call returns when every core's future has, with
 //! their outputs in core order.
+//!
+//! Each core also gets a graceful-shutdown coordinator ([`crate::shutdown::current`]); the
+//! runtime's [`ShutdownHandle`] (and, with [`Builder::handle_signals`], SIGINT/SIGTERM)
+//! triggers it on every core, and each core then runs its phases within
+//! [`Builder::shutdown_deadline`] each.
 
 use std::future::Future;
 use std::time::Duration;
