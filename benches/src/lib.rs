@@ -24,6 +24,7 @@ pub mod http;
 pub mod proc_stat;
 #[allow(unsafe_code)] // the ring, its provided-buffer ring and the SQEs pointing into them
 pub mod raw_uring;
+pub mod seastar_server;
 #[allow(unsafe_code)] // sched_setaffinity, sysconf, setsockopt, shutdown
 mod sys;
 pub mod tokio_echo;

@@ -3,46 +3,11 @@
 //! `echo-seastar [--port N] [--host IP] [--core N | --no-pin] [--backend uring|mio]`
 
 use std::io;
-use std::net::SocketAddr;
-use std::time::Duration;
 
-use seastar::net::{TcpListener, TcpStream};
-use seastar_benches::cli::{ServerArgs, ServerFlags};
+use seastar::net::TcpStream;
 
 fn main() {
-    let args = ServerArgs::from_env(
-        "echo-seastar",
-        ServerFlags {
-            backend: true,
-            ..ServerFlags::default()
-        },
-    );
-    let rt = seastar_benches::cli::seastar_runtime("echo-seastar", &args);
-    let name = format!("seastar on {}", rt.backend());
-    let addr = args.addr;
-    match rt.run_on_one(move || serve(addr, name)) {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => fail(&e),
-        Err(e) => fail(&e),
-    }
-}
-
-async fn serve(addr: SocketAddr, name: String) -> io::Result<()> {
-    let listener = TcpListener::bind(addr)?;
-    seastar_benches::announce(&name, listener.local_addr()?);
-    loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                seastar::spawn(async move {
-                    // A connection's error ends that connection only.
-                    let _ = echo(stream).await;
-                })
-                .detach();
-            }
-            // Out of descriptors, say: do not spin.
-            Err(_) => seastar::time::sleep(Duration::from_millis(10)).await,
-        }
-    }
+    seastar_benches::seastar_server::run("echo-seastar", "", echo);
 }
 
 async fn echo(stream: TcpStream) -> io::Result<()> {
@@ -59,9 +24,4 @@ async fn echo(stream: TcpStream) -> io::Result<()> {
         buf = b;
         res?;
     }
-}
-
-fn fail(e: &dyn std::fmt::Display) -> ! {
-    eprintln!("echo-seastar: {e}");
-    std::process::exit(1);
 }
