@@ -91,6 +91,118 @@ pub fn stream(cmd: &mut Command, limit: Option<Duration>) -> Result<(), String> 
     }
 }
 
+/// Run `cmds` at the same time, after echoing them. The first one's output streams to the
+/// terminal; each other's is kept in a file and printed once it ends, so no lines interleave.
+/// `limit` bounds them all: whatever still runs then is killed with everything it started.
+/// One result per command, in order, as [`stream`] gives it.
+pub fn stream_concurrently(
+    cmds: &mut [Command],
+    limit: Option<Duration>,
+) -> Vec<Result<(), String>> {
+    let deadline = limit.map(|l| Instant::now() + l);
+    let log_dir = std::env::temp_dir().join(format!("xtask-logs-{}", std::process::id()));
+    let mut running: Vec<Result<Running, String>> = Vec::new();
+    for (i, cmd) in cmds.iter_mut().enumerate() {
+        let shown = display(cmd);
+        println!("    $ {shown} &");
+        let output = if i == 0 {
+            Ok(None)
+        } else {
+            let path = log_dir.join(format!("{i}.log"));
+            std::fs::create_dir_all(&log_dir)
+                .and_then(|()| std::fs::File::create(&path))
+                .map(|file| Some((path, file)))
+                .map_err(|e| format!("`{shown}`: no log file: {e}"))
+        };
+        running.push(output.and_then(|output| {
+            let (stdout, stderr, log) = match output {
+                None => (Stdio::inherit(), stderr_to_stdout(), None),
+                Some((path, file)) => {
+                    let err = file
+                        .try_clone()
+                        .map_err(|e| format!("`{shown}`: no log file: {e}"))?;
+                    (Stdio::from(file), Stdio::from(err), Some(path))
+                }
+            };
+            let child = cmd
+                .stdin(Stdio::null())
+                .stdout(stdout)
+                .stderr(stderr)
+                .spawn()
+                .map_err(|e| spawn_error(cmd.get_program(), &e))?;
+            Ok(Running {
+                shown,
+                child,
+                log,
+                status: None,
+            })
+        }));
+    }
+    // Wait for all, or until the limit.
+    loop {
+        let mut pending = false;
+        for run in running.iter_mut().flatten() {
+            if run.status.is_none() {
+                match run.child.try_wait() {
+                    Ok(Some(status)) => run.status = Some(Ok(status)),
+                    Ok(None) => pending = true,
+                    Err(e) => {
+                        run.status =
+                            Some(Err(format!("`{}`: waiting for it failed: {e}", run.shown)))
+                    }
+                }
+            }
+        }
+        if !pending {
+            break;
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            for run in running.iter_mut().flatten() {
+                if run.status.is_none() {
+                    kill_tree(&mut run.child);
+                    run.status = Some(Err(format!(
+                        "`{}` hit the time limit after {} and was killed",
+                        run.shown,
+                        fmt_duration(limit.unwrap_or_default())
+                    )));
+                }
+            }
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let results = running
+        .into_iter()
+        .map(|run| {
+            let run = run?;
+            if let Some(log) = &run.log {
+                println!("    --- output of `{}` ---", run.shown);
+                if let Ok(text) = std::fs::read_to_string(log) {
+                    print!("{text}");
+                }
+                let _ = std::fs::remove_file(log);
+            }
+            match run.status {
+                Some(Ok(status)) => check_status(&run.shown, status),
+                Some(Err(why)) => Err(why),
+                None => Err(format!("`{}` was not waited for", run.shown)),
+            }
+        })
+        .collect();
+    let _ = std::fs::remove_dir(&log_dir);
+    results
+}
+
+/// A command started by [`stream_concurrently`].
+struct Running {
+    shown: String,
+    child: Child,
+    /// Where its output goes, unless it streams.
+    log: Option<std::path::PathBuf>,
+    /// Set once it ended (or failed to be waited for, or was killed).
+    status: Option<Result<ExitStatus, String>>,
+}
+
 /// The child's standard error goes to our standard output, so the log is one stream in
 /// order, wherever it is captured, and the summary line stays the last line of it.
 fn stderr_to_stdout() -> Stdio {
@@ -331,6 +443,40 @@ mod tests {
                 .next();
             assert_eq!(state, Some("Z"), "grandchild still alive: {stat}");
         }
+    }
+
+    #[test]
+    fn concurrent_commands_all_report() {
+        let start = Instant::now();
+        let mut slow = [Command::new("sleep"), Command::new("sleep")];
+        slow[0].arg("1");
+        slow[1].arg("1");
+        let both = stream_concurrently(&mut slow, None);
+        assert!(both.iter().all(Result::is_ok), "{both:?}");
+        assert!(
+            start.elapsed() < Duration::from_millis(1900),
+            "they ran one after the other"
+        );
+
+        let mut mixed = [
+            Command::new("true"),
+            Command::new("false"),
+            Command::new("definitely-not-a-program-xtask"),
+        ];
+        let results = stream_concurrently(&mut mixed, None);
+        assert!(results[0].is_ok());
+        let bad = results[1].as_ref().expect_err("false fails");
+        assert!(bad.contains("status 1"), "{bad}");
+        let missing = results[2].as_ref().expect_err("no such program");
+        assert!(missing.contains("not found"), "{missing}");
+
+        let mut sleepers = [Command::new("sleep"), Command::new("sleep")];
+        sleepers[0].arg("0");
+        sleepers[1].arg("30");
+        let results = stream_concurrently(&mut sleepers, Some(Duration::from_millis(500)));
+        assert!(results[0].is_ok());
+        let killed = results[1].as_ref().expect_err("killed at the limit");
+        assert!(killed.contains("time limit"), "{killed}");
     }
 
     #[test]

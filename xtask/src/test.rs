@@ -28,7 +28,9 @@ STEPS (in order; all run by default):
              cargo build -p seastar-kernel --no-default-features --features defmt
                    --target thumbv7em-none-eabihf
     miri     cargo +nightly miri test -p seastar-hal --features sim
-             cargo +nightly miri test -p seastar-kernel
+             then, side by side (their output one after the other):
+             cargo +nightly miri test -p seastar-kernel -- --skip raft::
+             cargo +nightly miri test -p seastar-kernel -- raft::
 
 OPTIONS:
     --step NAME    Run only this step (repeatable). The part of setup the step needs still
@@ -285,22 +287,29 @@ fn run_step(
         }
     }
     let mut failures = Vec::new();
-    for cmd in &mut commands {
+    for stage in &mut commands {
         let remaining = match limit {
             None => None,
             Some(l) => match l.checked_sub(start.elapsed()) {
                 Some(left) if !left.is_zero() => Some(left),
                 _ => {
-                    failures.push(format!(
-                        "`{}` not run: the step's time limit of {} is used up",
-                        run::display(cmd),
-                        fmt_limit(l)
-                    ));
+                    for cmd in stage.iter() {
+                        failures.push(format!(
+                            "`{}` not run: the step's time limit of {} is used up",
+                            run::display(cmd),
+                            fmt_limit(l)
+                        ));
+                    }
                     continue;
                 }
             },
         };
-        if let Err(why) = run::stream(cmd, remaining) {
+        let results = if let [cmd] = stage.as_mut_slice() {
+            vec![run::stream(cmd, remaining)]
+        } else {
+            run::stream_concurrently(stage, remaining)
+        };
+        for why in results.into_iter().filter_map(Result::err) {
             println!("    FAILED: {why}");
             failures.push(why);
         }
@@ -312,13 +321,14 @@ fn run_step(
     }
 }
 
-/// The commands of each step, in the order they run.
-fn commands(name: &str, test_args: &[String]) -> Vec<Command> {
+/// The commands of each step as stages, in the order they run; the commands of one stage run
+/// at the same time (CI has 2 cores, and Miri uses one).
+fn commands(name: &str, test_args: &[String]) -> Vec<Vec<Command>> {
     match name {
         "fmt" => {
             let mut fmt = run::cargo();
             fmt.args(["fmt", "--all", "--", "--check"]);
-            vec![fmt]
+            vec![vec![fmt]]
         }
         "clippy" => {
             let mut clippy = run::cargo();
@@ -330,7 +340,7 @@ fn commands(name: &str, test_args: &[String]) -> Vec<Command> {
                 "-D",
                 "warnings",
             ]);
-            vec![clippy]
+            vec![vec![clippy]]
         }
         "test" => {
             // Features the tests need come from dev-dependencies: never `--all-features` on
@@ -340,7 +350,7 @@ fn commands(name: &str, test_args: &[String]) -> Vec<Command> {
             if !test_args.is_empty() {
                 test.arg("--").args(test_args);
             }
-            vec![test]
+            vec![vec![test]]
         }
         "no_std" => {
             // A real build, not `check`: codegen for the target must work too.
@@ -367,16 +377,28 @@ fn commands(name: &str, test_args: &[String]) -> Vec<Command> {
                 "--target",
                 NO_STD_TARGET,
             ]);
-            vec![build, defmt]
+            vec![vec![build], vec![defmt]]
         }
         "miri" => {
             // The HAL's tests are few and quick; running them first means a kernel run that
-            // uses up the step's time limit cannot hide their result.
+            // uses up the step's time limit cannot hide their result. The kernel's tests then
+            // run as two Miri processes side by side: Raft's (no unsafe code, but the bulk of
+            // the interpreted time) and the rest.
             let mut hal = run::rustup_cargo("nightly");
             hal.args(["miri", "test", "-p", "seastar-hal", "--features", "sim"]);
             let mut kernel = run::rustup_cargo("nightly");
-            kernel.args(["miri", "test", "-p", "seastar-kernel"]);
-            vec![hal, kernel]
+            kernel.args([
+                "miri",
+                "test",
+                "-p",
+                "seastar-kernel",
+                "--",
+                "--skip",
+                "raft::",
+            ]);
+            let mut raft = run::rustup_cargo("nightly");
+            raft.args(["miri", "test", "-p", "seastar-kernel", "--", "raft::"]);
+            vec![vec![hal], vec![kernel, raft]]
         }
         _ => Vec::new(),
     }
@@ -444,10 +466,35 @@ mod tests {
     #[test]
     fn no_step_uses_all_features() {
         for step in STEPS {
-            for cmd in commands(step.name, &args(&["x"])) {
-                assert!(!run::display(&cmd).contains("--all-features"));
+            for cmd in commands(step.name, &args(&["x"])).iter().flatten() {
+                assert!(!run::display(cmd).contains("--all-features"));
             }
         }
+    }
+
+    #[test]
+    fn miri_runs_every_kernel_test_once() {
+        // The two concurrent kernel runs split the tests by one filter: one skips exactly
+        // what the other selects.
+        let stages = commands("miri", &[]);
+        let kernel: Vec<String> = stages
+            .iter()
+            .flatten()
+            .map(run::display)
+            .filter(|c| c.contains("seastar-kernel"))
+            .collect();
+        assert_eq!(
+            kernel,
+            [
+                "cargo +nightly miri test -p seastar-kernel -- --skip raft::",
+                "cargo +nightly miri test -p seastar-kernel -- raft::"
+            ]
+        );
+        assert_eq!(
+            stages.last().map(Vec::len),
+            Some(2),
+            "they run side by side"
+        );
     }
 
     #[test]
