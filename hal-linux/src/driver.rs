@@ -12,6 +12,21 @@
 //!
 //! All user-visible side effects that can re-enter the driver (waking or dropping a waker,
 //! dropping a keep-alive) happen after the `RefCell` borrow is released.
+//!
+//! A pooled receive (`RawOp::RecvPool`, a multishot `RECV` with buffer select) never ends for
+//! its owner except at end of stream or on an error:
+//!
+//! ```text
+//!  armed ──CQE data (F_BUFFER)──> queue completion (more), held += 1 ──> held >= 32?
+//!    │                                                                 └─> cancel: paused
+//!    ├──CQE -ENOBUFS (final)──> unarmed, in `rearm`: pushed again at a park once the pool
+//!    │                          has a buffer in its ring
+//!    ├──CQE -ECANCELED while paused──> unarmed; `release_buffer` brings held to 16: `rearm`
+//!    └──CQE 0 / error (final)──> final completion for the owner
+//! ```
+//!
+//! Buffers of completions nobody will poll (a cancelled receive) go straight back to the
+//! ring; a buffer handed out returns with `release_buffer` (a `PooledBuf` drop).
 
 use std::any::Any;
 use std::cell::{Cell, RefCell};
@@ -25,20 +40,28 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use io_uring::cqueue;
-use seastar_hal::io::{Completion, OpId};
+use seastar_hal::io::{Completion, OpId, PoolId, COMPLETION_BUFFER};
 use seastar_hal::{ErrorKind, Instant, IoError};
 
 use crate::config::{Features, UringConfig};
 use crate::errno;
 use crate::slab::Slab;
 use crate::stats::{add, Counters, UringStats};
-use crate::sys::{self, ReadBuf, Ring, Sqe, Wait};
+use crate::sys::{self, BufRing, ReadBuf, Ring, Sqe, Wait};
 use crate::unpark::Shared;
 
 /// `user_data` of the pending eventfd read (never a slab key: slab indices are < 2^31).
 const EVENTFD_UD: u64 = u64::MAX;
 /// `user_data` of cancel requests, whose own CQEs are ignored.
 const CANCEL_UD: u64 = u64::MAX - 1;
+/// No op holds the buffer (it is in the ring).
+const NO_OWNER: u64 = u64::MAX;
+
+/// Most buffers one pooled receive may hold (completions not yet polled plus buffers polled
+/// and not released) before the driver stops its kernel receive; it is re-armed once the
+/// owner is down to half of this. Keeps one connection that does not consume from draining
+/// the pool for all the others.
+pub(crate) const POOL_HOLD_LIMIT: u32 = 32;
 
 /// What the driver must know about an op's CQEs beyond passing them on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,6 +72,8 @@ pub(crate) enum OpKind {
     Accept { multishot: bool },
     /// Submitted as `SENDMSG` (for `MSG_NOSIGNAL`); on `ENOTSOCK` re-submitted as `WRITEV`.
     WritevMsg,
+    /// Multishot receive selecting buffers from pool (buffer group) `pool`.
+    RecvPool { pool: u16 },
     /// Passed through.
     Other,
 }
@@ -57,25 +82,48 @@ pub(crate) enum OpKind {
 pub(crate) struct Prepared {
     pub(crate) kind: OpKind,
     pub(crate) sqe: Sqe,
-    pub(crate) fallback: Option<Sqe>,
+    /// What to push again under the same `user_data`: the WRITEV fallback of a `WritevMsg`,
+    /// or the SQE itself for a multishot accept (re-armed when the kernel ends it).
+    pub(crate) resubmit: Option<Sqe>,
     /// Kernel-visible memory (sockaddr, timespec, msghdr): freed with the slot.
     pub(crate) extras: Option<Box<dyn Any>>,
 }
 
+/// An op's slot. Kept small and never moved once inserted (a slot is freed in place): the
+/// hot path of a single-shot op is insert, one completion, free, with no allocation.
 struct OpState {
     kind: OpKind,
-    /// Kept to re-arm (multishot accept) while the op is unfinished.
-    sqe: Sqe,
-    fallback: Option<Sqe>,
+    /// Pushed again under the same `user_data` while the op is unfinished (see
+    /// [`Prepared::resubmit`]). Boxed: only multishot accepts and gather writes have one.
+    resubmit: Option<Box<Sqe>>,
     /// Never read: owned so the kernel's pointers into it stay valid until the slot is freed.
     _extras: Option<Box<dyn Any>>,
     waker: Option<Waker>,
-    queue: VecDeque<Completion>,
+    /// Completions not yet handed out, oldest first; `first` before `rest`. A single-shot op
+    /// only ever uses `first`, so it never allocates a queue.
+    first: Option<Completion>,
+    rest: VecDeque<Completion>,
     /// The final CQE has been reaped.
     done: bool,
     /// Given up by its owner: completions are discarded, the slot is freed at the final CQE.
     cancelled: bool,
     keepalive: Option<Box<dyn Any>>,
+    /// An SQE of this op is in the kernel (only a pooled receive is ever unarmed while
+    /// unfinished: paused by back-pressure, or out of buffers).
+    armed: bool,
+    /// Pooled receive: buffers held (queued completions plus handed out, not released).
+    held: u32,
+    /// Pooled receive: stopped by back-pressure (`held` reached [`POOL_HOLD_LIMIT`]).
+    paused: bool,
+}
+
+/// A registered buffer pool (io_uring buffer group = index in `Inner::pools`).
+struct Pool {
+    ring: BufRing,
+    /// Per buffer: the op (key) whose receive took it, or [`NO_OWNER`] while in the ring.
+    owner: Vec<u64>,
+    /// Buffers in the ring.
+    free: u32,
 }
 
 struct Inner {
@@ -84,6 +132,10 @@ struct Inner {
     cqes: Vec<cqueue::Entry>,
     eventfd_read: ReadBuf,
     shutting_down: bool,
+    pools: Vec<Pool>,
+    /// Pooled receives to re-arm at the next park (out of buffers, resumed after a pause, or
+    /// ended by the kernel). Stale keys are skipped.
+    rearm: Vec<u64>,
 }
 
 /// The io_uring I/O driver of one core, obtained from `Platform::io` on a
@@ -118,16 +170,49 @@ fn result_of(kind: OpKind, res: i32) -> Result<u32, IoError> {
     }
 }
 
-/// Close descriptors in completions nobody will poll.
-fn close_queued_fds(op: &mut OpState) {
-    if let OpKind::Accept { .. } = op.kind {
-        for c in op.queue.drain(..) {
-            if let Ok(fd) = c.result {
-                sys::close_orphan(fd as i32);
-            }
+impl OpState {
+    fn push_completion(&mut self, c: Completion) {
+        if self.first.is_none() && self.rest.is_empty() {
+            self.first = Some(c);
+        } else {
+            self.rest.push_back(c);
         }
-    } else {
-        op.queue.clear();
+    }
+
+    fn pop_completion(&mut self) -> Option<Completion> {
+        match self.first.take() {
+            Some(c) => Some(c),
+            None => self.rest.pop_front(),
+        }
+    }
+}
+
+/// Release what completions nobody will poll carry: close accepted descriptors, give pool
+/// buffers back.
+fn discard_queued(op: &mut OpState, pools: &mut [Pool]) {
+    let accept = matches!(op.kind, OpKind::Accept { .. });
+    while let Some(c) = op.pop_completion() {
+        if let (true, Ok(fd)) = (accept, c.result) {
+            sys::close_orphan(fd as i32);
+        }
+        if let (OpKind::RecvPool { pool }, Some(bid)) = (op.kind, c.buffer()) {
+            op.held = op.held.saturating_sub(1);
+            give_back(pools, pool, bid);
+        }
+    }
+}
+
+/// Put a buffer the kernel handed out back in its pool's ring.
+fn give_back(pools: &mut [Pool], pool: u16, bid: u16) {
+    if let Some(p) = pools.get_mut(usize::from(pool)) {
+        if let Some(owner) = p.owner.get_mut(usize::from(bid)) {
+            if *owner == NO_OWNER {
+                return; // already in the ring: a double release must not duplicate it
+            }
+            *owner = NO_OWNER;
+            p.free += 1;
+            p.ring.give_back(bid);
+        }
     }
 }
 
@@ -142,6 +227,8 @@ impl UringDriver {
                 cqes: Vec::with_capacity(64),
                 eventfd_read: ReadBuf::new(),
                 shutting_down: false,
+                pools: Vec::new(),
+                rearm: Vec::new(),
             }),
             counters: Counters::default(),
             features,
@@ -161,7 +248,14 @@ impl UringDriver {
 
     /// A snapshot of this core's counters.
     pub fn stats(&self) -> UringStats {
-        self.counters.snapshot(self.shared.writes())
+        let mut s = self.counters.snapshot(self.shared.writes());
+        if let Ok(inner) = self.inner.try_borrow() {
+            for p in &inner.pools {
+                s.pool_buffers += p.owner.len() as u64;
+                s.pool_buffers_free += u64::from(p.free);
+            }
+        }
+        s
     }
 
     fn arm_eventfd(&self, inner: &mut Inner) -> bool {
@@ -208,18 +302,26 @@ impl UringDriver {
     /// Start a prepared operation: take a slot, queue its SQE (no syscall unless the SQ is full).
     pub(crate) fn start(&self, p: Prepared) -> Result<OpId, IoError> {
         let mut inner = self.inner.borrow_mut();
-        let sqe = p.sqe.clone();
+        let sqe = p.sqe;
         let state = OpState {
             kind: p.kind,
-            sqe: p.sqe,
-            fallback: p.fallback,
+            resubmit: p.resubmit.map(Box::new),
             _extras: p.extras,
             waker: None,
-            queue: VecDeque::new(),
+            first: None,
+            rest: VecDeque::new(),
             done: false,
             cancelled: false,
             keepalive: None,
+            armed: true,
+            held: 0,
+            paused: false,
         };
+        if let OpKind::RecvPool { pool } = state.kind {
+            if usize::from(pool) >= inner.pools.len() {
+                return Err(IoError::new(ErrorKind::InvalidInput));
+            }
+        }
         let Some(key) = inner.ops.insert(state) else {
             return Err(IoError::new(ErrorKind::OutOfMemory));
         };
@@ -239,10 +341,9 @@ impl UringDriver {
     }
 
     pub(crate) fn poll_op_impl(&self, id: OpId, cx: &mut Context<'_>) -> Poll<Completion> {
-        // Declared before the borrow so they drop after it: dropping a waker or a slot may run
-        // arbitrary code (an executor's task drop) that re-enters the driver.
+        // Declared before the borrow so it drops after it: dropping a waker may run arbitrary
+        // code (an executor's task drop) that re-enters the driver.
         let mut old_waker = None;
-        let mut released = None;
         let mut inner = self.inner.borrow_mut();
         let invalid = Poll::Ready(Completion::done(Err(IoError::new(ErrorKind::InvalidInput))));
         let Some(op) = inner.ops.get_mut(id.0) else {
@@ -252,12 +353,18 @@ impl UringDriver {
             // Released by `cancel`; the slot only waits for its final CQE.
             return invalid;
         }
-        if let Some(c) = op.queue.pop_front() {
+        if let Some(c) = op.pop_completion() {
             if !c.more {
-                released = inner.ops.remove(id.0);
+                // The final completion: free the slot in place (no move of the state). What is
+                // left in it cannot re-enter the driver: the waker was taken when the
+                // completion was queued, a live op has no keep-alive, and `_extras` and
+                // `resubmit` are the driver's own plain memory. Take the waker anyway, so a
+                // future change cannot make this a re-entrant drop.
+                old_waker = op.waker.take();
+                inner.ops.free(id.0);
             }
             drop(inner);
-            drop(released);
+            drop(old_waker);
             return Poll::Ready(c);
         }
         match &op.waker {
@@ -270,7 +377,7 @@ impl UringDriver {
     }
 
     pub(crate) fn cancel_impl(&self, id: OpId, keepalive: Box<dyn Any>) {
-        let mut trash: (Option<Box<dyn Any>>, Option<Waker>, Option<OpState>) = (None, None, None);
+        let mut trash: (Option<Box<dyn Any>>, Option<Waker>) = (None, None);
         let mut inner = self.inner.borrow_mut();
         let Some(op) = inner.ops.get_mut(id.0) else {
             // Unknown or finished: nothing in flight can point into `keepalive`.
@@ -284,11 +391,16 @@ impl UringDriver {
             op.keepalive = Some(Box::new((first, keepalive)));
             return;
         }
-        close_queued_fds(op);
+        let Inner { ops, pools, .. } = &mut *inner;
+        let Some(op) = ops.get_mut(id.0) else {
+            return;
+        };
+        discard_queued(op, pools);
         trash.1 = op.waker.take();
-        if op.done {
-            // The final CQE is already reaped: the kernel is done with the buffers.
-            trash.2 = inner.ops.remove(id.0);
+        if op.done || !op.armed {
+            // The final CQE is already reaped (or, for a paused pooled receive, nothing is in
+            // the kernel): the kernel is done with the buffers.
+            inner.ops.free(id.0);
             trash.0 = Some(keepalive);
             drop(inner);
             drop(trash);
@@ -304,6 +416,95 @@ impl UringDriver {
         drop(trash);
     }
 
+    /// Re-arm the pooled receives that wait for it and can go: not paused, and their pool has
+    /// a buffer in the ring (otherwise they would end with ENOBUFS at once).
+    fn rearm_pooled(&self, inner: &mut Inner) {
+        if inner.rearm.is_empty() {
+            return;
+        }
+        let mut waiting = mem::take(&mut inner.rearm);
+        waiting.retain(|&ud| {
+            let Inner { ops, pools, .. } = &mut *inner;
+            let Some(op) = ops.get_mut(ud) else {
+                return false;
+            };
+            let OpKind::RecvPool { pool } = op.kind else {
+                return false;
+            };
+            if op.cancelled || op.done || op.armed || op.paused {
+                return false;
+            }
+            if pools.get(usize::from(pool)).is_none_or(|p| p.free == 0) {
+                return true; // still out of buffers: keep waiting
+            }
+            let Some(sqe) = op.resubmit.as_deref().cloned() else {
+                return false;
+            };
+            op.armed = true;
+            if self.push(inner, &sqe, ud).is_err() {
+                if let Some(op) = inner.ops.get_mut(ud) {
+                    op.armed = false;
+                }
+                return true;
+            }
+            false
+        });
+        waiting.append(&mut inner.rearm);
+        inner.rearm = waiting;
+    }
+
+    pub(crate) fn create_pool_impl(&self, count: u16, size: u32) -> Result<PoolId, IoError> {
+        let mut inner = self.inner.borrow_mut();
+        let bgid =
+            u16::try_from(inner.pools.len()).map_err(|_| IoError::new(ErrorKind::OutOfMemory))?;
+        let mut ring = BufRing::new(count, size).map_err(|e| errno::from_std(&e))?;
+        ring.register(&inner.ring, bgid).map_err(|e| {
+            // EINVAL from a kernel without buffer rings (< 5.19): the feature is missing.
+            if e.raw_os_error() == Some(libc::EINVAL) {
+                IoError::with_os_code(ErrorKind::Unsupported, libc::EINVAL)
+            } else {
+                errno::from_std(&e)
+            }
+        })?;
+        inner.pools.push(Pool {
+            ring,
+            owner: vec![NO_OWNER; usize::from(count)],
+            free: u32::from(count),
+        });
+        Ok(PoolId(bgid))
+    }
+
+    pub(crate) fn pool_buffer_impl(&self, pool: PoolId, bid: u16) -> Option<(*const u8, usize)> {
+        let inner = self.inner.borrow();
+        inner.pools.get(usize::from(pool.0))?.ring.buffer(bid)
+    }
+
+    pub(crate) fn release_buffer_impl(&self, pool: PoolId, bid: u16) {
+        let mut inner = self.inner.borrow_mut();
+        let Inner {
+            ops, pools, rearm, ..
+        } = &mut *inner;
+        let Some(p) = pools.get(usize::from(pool.0)) else {
+            return;
+        };
+        let Some(&owner) = p.owner.get(usize::from(bid)) else {
+            return;
+        };
+        give_back(pools, pool.0, bid);
+        if owner == NO_OWNER {
+            return;
+        }
+        // The op that received into it (if still alive) holds one buffer less; a receive paused
+        // by back-pressure resumes once its owner has caught up.
+        if let Some(op) = ops.get_mut(owner) {
+            op.held = op.held.saturating_sub(1);
+            if op.paused && !op.armed && !op.cancelled && op.held <= POOL_HOLD_LIMIT / 2 {
+                op.paused = false;
+                rearm.push(owner);
+            }
+        }
+    }
+
     pub(crate) fn in_flight_impl(&self) -> usize {
         self.inner.borrow().ops.len()
     }
@@ -314,6 +515,7 @@ impl UringDriver {
         add(&self.counters.parks, 1);
         {
             let mut inner = self.inner.borrow_mut();
+            self.rearm_pooled(&mut inner);
             let armed = self.arm_eventfd(&mut inner);
             let now = sys::monotonic_nanos();
             let mut wait = match deadline {
@@ -357,11 +559,19 @@ impl UringDriver {
 
     /// Hand queued SQEs to the kernel now (one enter, only if any are queued), and process
     /// whatever completions are already visible.
+    ///
+    /// The enter carries `GETEVENTS` (without waiting): with `DEFER_TASKRUN`, a cancelled
+    /// request is only completed and freed — dropping its reference to the socket's file —
+    /// in task work that runs in such an enter. A plain submit would leave a cancelled
+    /// accept holding a dropped listener open, so binding its port again failed with
+    /// `AddrInUse` until the next park.
     pub(crate) fn flush(&self) {
         {
             let mut inner = self.inner.borrow_mut();
             if inner.ring.sq_len() > 0 {
-                let _ = self.submit_queued(&mut inner);
+                add(&self.counters.enters, 1);
+                let res = inner.ring.enter(Wait::Poll);
+                self.account_enter(res);
             }
         }
         self.reap();
@@ -370,7 +580,9 @@ impl UringDriver {
     /// Process every visible CQE; wake wakers and drop released slots after the borrow.
     fn reap(&self) {
         let mut wakers = self.wake_scratch.take();
-        let mut released: Vec<OpState> = Vec::new();
+        // Keep-alives of cancelled ops whose final CQE arrived: user types, dropped after the
+        // borrow (their drop may re-enter the driver).
+        let mut released: Vec<Box<dyn Any>> = Vec::new();
         {
             let mut inner = self.inner.borrow_mut();
             let mut cqes = mem::take(&mut inner.cqes);
@@ -392,7 +604,7 @@ impl UringDriver {
         inner: &mut Inner,
         cqe: &cqueue::Entry,
         wakers: &mut Vec<Waker>,
-        released: &mut Vec<OpState>,
+        released: &mut Vec<Box<dyn Any>>,
     ) {
         let (ud, res, flags) = (cqe.user_data(), cqe.result(), cqe.flags());
         match ud {
@@ -424,9 +636,26 @@ impl UringDriver {
                     sys::close_orphan(res);
                 }
             }
-            if !more {
-                released.extend(inner.ops.remove(ud));
+            if let (OpKind::RecvPool { pool }, Some(bid)) = (op.kind, cqueue::buffer_select(flags))
+            {
+                // Nobody will read it: straight back to the ring.
+                if let Some(p) = inner.pools.get_mut(usize::from(pool)) {
+                    if let Some(o) = p.owner.get_mut(usize::from(bid)) {
+                        *o = ud;
+                        p.free = p.free.saturating_sub(1);
+                    }
+                }
+                give_back(&mut inner.pools, pool, bid);
             }
+            if !more {
+                released.extend(op.keepalive.take());
+                inner.ops.free(ud);
+            }
+            return;
+        }
+
+        if let OpKind::RecvPool { pool } = op.kind {
+            self.on_pooled_cqe(inner, ud, pool, res, flags, wakers);
             return;
         }
 
@@ -434,14 +663,14 @@ impl UringDriver {
         // SQEs point into is still owned (by the slot or the caller's buffers).
         let resubmit = if op.kind == OpKind::WritevMsg && res == -libc::ENOTSOCK && !more {
             op.kind = OpKind::Other;
-            op.fallback.take()
+            op.resubmit.take().map(|b| *b)
         } else if op.kind == (OpKind::Accept { multishot: true })
             && !more
             && res >= 0
             && !shutting_down
         {
             // Single-shot emulation, or the kernel ended a native multishot (CQ overflow).
-            Some(op.sqe.clone())
+            op.resubmit.as_deref().cloned()
         } else {
             None
         };
@@ -465,8 +694,100 @@ impl UringDriver {
         if !completion.more {
             op.done = true;
         }
-        op.queue.push_back(completion);
+        op.push_completion(completion);
         wakers.extend(op.waker.take());
+    }
+}
+
+impl UringDriver {
+    /// A CQE of a live pooled receive: data goes to the owner with its buffer (always as a
+    /// non-final completion); running out of buffers, a back-pressure pause or the kernel
+    /// ending the multishot re-arms it later; end of stream and errors end it.
+    fn on_pooled_cqe(
+        &self,
+        inner: &mut Inner,
+        ud: u64,
+        pool: u16,
+        res: i32,
+        flags: u32,
+        wakers: &mut Vec<Waker>,
+    ) {
+        let more = cqueue::more(flags);
+        let bid = cqueue::buffer_select(flags);
+        let Inner {
+            ops, pools, rearm, ..
+        } = inner;
+        let Some(op) = ops.get_mut(ud) else {
+            return;
+        };
+        if !more {
+            op.armed = false;
+        }
+        if let Some(bid) = bid {
+            if let Some(p) = pools.get_mut(usize::from(pool)) {
+                if let Some(o) = p.owner.get_mut(usize::from(bid)) {
+                    *o = ud;
+                    p.free = p.free.saturating_sub(1);
+                }
+            }
+            op.held += 1;
+        }
+        let completion = match (res, bid) {
+            (n, Some(bid)) if n > 0 => Some(Completion {
+                result: Ok(n as u32),
+                flags: COMPLETION_BUFFER | (u32::from(bid) << 16),
+                more: true,
+            }),
+            (n, None) if n > 0 => {
+                // Data without a buffer cannot happen with buffer select; end the receive
+                // rather than invent bytes.
+                op.done = true;
+                Some(Completion::done(Err(IoError::new(ErrorKind::InvalidData))))
+            }
+            // Out of buffers: wait until some come back (not the owner's business).
+            (n, _) if n == -libc::ENOBUFS && !more => {
+                add(&self.counters.pool_empty, 1);
+                rearm.push(ud);
+                None
+            }
+            // Our own back-pressure cancel.
+            (n, _) if n == -libc::ECANCELED && op.paused && !more => None,
+            (n, b) => {
+                if let Some(b) = b {
+                    // A buffer with no data (a zero-length shot): straight back.
+                    op.held = op.held.saturating_sub(1);
+                    give_back(pools, pool, b);
+                }
+                if more {
+                    None
+                } else {
+                    op.done = true;
+                    Some(Completion::done(result_of(OpKind::Other, n)))
+                }
+            }
+        };
+        if !op.done && !op.armed {
+            if op.paused && op.held <= POOL_HOLD_LIMIT / 2 {
+                // Caught up while the cancel was in flight.
+                op.paused = false;
+            }
+            if !op.paused && (res > 0 || res == -libc::ECANCELED) {
+                // The kernel ended the multishot with data (CQ overflow, say): go on.
+                rearm.push(ud);
+            }
+        } else if !op.done && op.armed && !op.paused && op.held >= POOL_HOLD_LIMIT {
+            // Back-pressure: stop the kernel receive; the owner resumes it by releasing.
+            op.paused = true;
+            add(&self.counters.pool_pauses, 1);
+            let _ = self.push(inner, &Sqe::cancel(ud), CANCEL_UD);
+        }
+        let Some(op) = inner.ops.get_mut(ud) else {
+            return;
+        };
+        if let Some(c) = completion {
+            op.push_completion(c);
+            wakers.extend(op.waker.take());
+        }
     }
 }
 
@@ -487,8 +808,11 @@ impl Drop for UringDriver {
                 let Some(op) = inner.ops.get_mut(key) else {
                     continue;
                 };
-                if op.done {
-                    close_queued_fds(op);
+                if op.done || !op.armed {
+                    let Inner { ops, pools, .. } = &mut *inner;
+                    if let Some(op) = ops.get_mut(key) {
+                        discard_queued(op, pools);
+                    }
                     finished.extend(inner.ops.remove(key));
                 } else if !op.cancelled {
                     op.cancelled = true;
@@ -523,8 +847,16 @@ impl Drop for UringDriver {
             self.reap();
         }
         // Whatever the kernel did not finish with: leak it (keep-alives, sockaddrs...).
-        // `ReadBuf` leaks itself if its read is still armed.
+        // `ReadBuf` leaks itself if its read is still armed, a `BufRing` unless marked below.
         let inner = self.inner.get_mut();
+        if inner.ops.len() == 0 {
+            // No receive can pick a buffer any more: unregister the groups and free them.
+            for (bgid, pool) in inner.pools.iter_mut().enumerate() {
+                if inner.ring.unregister_buf_ring(bgid as u16).is_ok() {
+                    pool.ring.mark_unregistered();
+                }
+            }
+        }
         for op in inner.ops.drain() {
             mem::forget(op);
         }

@@ -15,13 +15,19 @@
 //!
 //! Code map:
 //! * [`config`]: [`UringConfig`] (ring size, SQPOLL) and [`Features`] (what the kernel accepted).
-//! * `driver`: [`UringDriver`], the op slab, CQE processing, park/flush, cancellation.
+//! * `driver`: [`UringDriver`], the op slab, CQE processing, park/flush, cancellation, and
+//!   buffer pools: each pool is a provided-buffer ring (`IORING_REGISTER_PBUF_RING`, buffer
+//!   group = pool index) read by multishot receives (`RawOp::RecvPool`); the driver tracks
+//!   which op holds each buffer, re-arms a receive the kernel ended with `ENOBUFS` once
+//!   buffers are back, and stops (cancels, then re-arms) one whose owner holds 32 buffers.
 //! * `slab`: op slots indexed by the low half of `user_data`, with a generation in the high half.
 //! * `unpark`: [`UringUnparker`] and the parked/notified state word.
 //! * [`errno`]: negative CQE results to [`seastar_hal::IoError`].
 //! * `raw`: **unsafe** — the [`seastar_hal::io::IoDriver`] impl (its `submit` is an unsafe
 //!   trait method) and the translation of a `RawOp`'s raw pointers into SQEs.
-//! * `sys`: **unsafe** — libc calls (clock, eventfd, close) and the ring's SQ push / raw enter.
+//! * `sys`: **unsafe** — libc calls (clock, eventfd, close), the ring's SQ push / raw enter,
+//!   and `BufRing` (the provided-buffer ring memory: freed at drop only after it was
+//!   unregistered with no receive in flight, leaked otherwise).
 //!
 //! Architecture invariant: a slot (and with it any memory an SQE points into: sockaddr,
 //! timespec, msghdr, a cancelled op's keep-alive) is released only after the CQE without

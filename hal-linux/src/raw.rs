@@ -14,7 +14,7 @@ use std::task::{Context, Poll};
 
 use io_uring::opcode;
 use io_uring::types::{Fd, FsyncFlags, TimeoutFlags, Timespec};
-use seastar_hal::io::{Completion, IoDriver, OpId, RawOp, Shutdown};
+use seastar_hal::io::{Completion, IoDriver, OpId, PoolId, RawOp, Shutdown};
 use seastar_hal::{ErrorKind, IoError};
 
 use crate::driver::{OpKind, Prepared, UringDriver};
@@ -84,7 +84,7 @@ fn len32(len: usize) -> u32 {
 unsafe fn prepare(op: RawOp, native_multishot: bool) -> Result<Prepared, IoError> {
     let mut kind = OpKind::Other;
     let mut extras: Option<Box<dyn Any>> = None;
-    let mut fallback = None;
+    let mut resubmit = None;
     let entry = match op {
         RawOp::Nop => opcode::Nop::new().build(),
         RawOp::Timeout { deadline } => {
@@ -102,7 +102,7 @@ unsafe fn prepare(op: RawOp, native_multishot: bool) -> Result<Prepared, IoError
         }
         RawOp::Accept { fd, multishot } => {
             kind = OpKind::Accept { multishot };
-            if multishot && native_multishot {
+            let entry = if multishot && native_multishot {
                 opcode::AcceptMulti::new(Fd(fd))
                     .flags(libc::SOCK_CLOEXEC)
                     .build()
@@ -110,7 +110,13 @@ unsafe fn prepare(op: RawOp, native_multishot: bool) -> Result<Prepared, IoError
                 opcode::Accept::new(Fd(fd), std::ptr::null_mut(), std::ptr::null_mut())
                     .flags(libc::SOCK_CLOEXEC)
                     .build()
+            };
+            if multishot {
+                // Re-armed when the kernel ends it (emulation, or a native one it stopped).
+                // SAFETY: no pointers.
+                resubmit = Some(unsafe { Sqe::new(entry.clone()) });
             }
+            entry
         }
         RawOp::Connect { fd, addr } => {
             let sa = Box::new(SockAddr::new(&addr));
@@ -119,6 +125,15 @@ unsafe fn prepare(op: RawOp, native_multishot: bool) -> Result<Prepared, IoError
             opcode::Connect::new(Fd(fd), ptr, len).build()
         }
         RawOp::Recv { fd, ptr, len } => opcode::Recv::new(Fd(fd), ptr, len32(len)).build(),
+        RawOp::RecvPool { fd, pool } => {
+            kind = OpKind::RecvPool { pool: pool.0 };
+            // The buffer group is the pool's index (checked by `start`); the kernel picks the
+            // buffers from the registered ring, so the SQE holds no pointer.
+            let entry = opcode::RecvMulti::new(Fd(fd), pool.0).build();
+            // SAFETY: no pointers.
+            resubmit = Some(unsafe { Sqe::new(entry.clone()) });
+            entry
+        }
         RawOp::Send { fd, ptr, len } => opcode::Send::new(Fd(fd), ptr, len32(len))
             .flags(libc::MSG_NOSIGNAL)
             .build(),
@@ -140,7 +155,7 @@ unsafe fn prepare(op: RawOp, native_multishot: bool) -> Result<Prepared, IoError
                 .build();
             // SAFETY: the slices and their array are the caller's, valid until the op is
             // finished (this function's contract); the WRITEV is only pushed before that.
-            fallback = Some(unsafe { Sqe::new(writev) });
+            resubmit = Some(unsafe { Sqe::new(writev) });
             opcode::SendMsg::new(Fd(fd), msg_ptr)
                 .flags(libc::MSG_NOSIGNAL as u32)
                 .build()
@@ -185,7 +200,7 @@ unsafe fn prepare(op: RawOp, native_multishot: bool) -> Result<Prepared, IoError
         // SAFETY: the caller's pointers are valid until the op is finished (this function's
         // contract); the driver's own (`extras`) live in the op's slot until its final CQE.
         sqe: unsafe { Sqe::new(entry) },
-        fallback,
+        resubmit,
         extras,
     })
 }
@@ -209,5 +224,17 @@ impl IoDriver for UringDriver {
 
     fn in_flight(&self) -> usize {
         self.in_flight_impl()
+    }
+
+    fn create_pool(&self, count: u16, size: u32) -> Result<PoolId, IoError> {
+        self.create_pool_impl(count, size)
+    }
+
+    fn pool_buffer(&self, pool: PoolId, bid: u16) -> Option<(*const u8, usize)> {
+        self.pool_buffer_impl(pool, bid)
+    }
+
+    fn release_buffer(&self, pool: PoolId, bid: u16) {
+        self.release_buffer_impl(pool, bid)
     }
 }

@@ -77,6 +77,23 @@ impl<T> Slab<T> {
         Some(value)
     }
 
+    /// Release the slot, dropping its value where it is (no move out); its key becomes stale.
+    /// `false` if the key was stale already.
+    pub(crate) fn free(&mut self, key: u64) -> bool {
+        let (index, gen) = split(key);
+        let Some(e) = self.entries.get_mut(index) else {
+            return false;
+        };
+        if e.gen != gen || e.value.is_none() {
+            return false;
+        }
+        e.value = None;
+        e.gen = e.gen.wrapping_add(1);
+        self.free.push(index as u32);
+        self.len -= 1;
+        true
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.len
     }
@@ -116,5 +133,9 @@ mod tests {
         assert_eq!(s.get_mut(b).copied(), Some("b"));
         assert_eq!(s.len(), 1);
         assert_eq!(s.keys(), vec![b]);
+        assert!(s.free(b));
+        assert!(!s.free(b), "a freed key is stale");
+        assert!(s.get_mut(b).is_none());
+        assert_eq!(s.len(), 0);
     }
 }

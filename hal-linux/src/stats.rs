@@ -33,6 +33,14 @@ pub struct UringStats {
     pub stale_cqes: u64,
     /// `io_uring_enter` failures other than timeouts and interruptions.
     pub enter_errors: u64,
+    /// Buffers in all pools (provided-buffer rings) of this core.
+    pub pool_buffers: u64,
+    /// Of those, buffers in the rings (not held by a receive's owner or queued for one).
+    pub pool_buffers_free: u64,
+    /// Pooled receives the kernel ended for lack of buffers (re-armed once some came back).
+    pub pool_empty: u64,
+    /// Pooled receives stopped because their owner held too many buffers (back-pressure).
+    pub pool_pauses: u64,
 }
 
 /// Per-core counters; only touched from the core's thread.
@@ -49,6 +57,8 @@ pub(crate) struct Counters {
     pub(crate) unpark_wakeups: Cell<u64>,
     pub(crate) stale_cqes: Cell<u64>,
     pub(crate) enter_errors: Cell<u64>,
+    pub(crate) pool_empty: Cell<u64>,
+    pub(crate) pool_pauses: Cell<u64>,
 }
 
 /// Add `n` to a counter.
@@ -72,6 +82,10 @@ impl Counters {
             unpark_wakeups: self.unpark_wakeups.get(),
             stale_cqes: self.stale_cqes.get(),
             enter_errors: self.enter_errors.get(),
+            pool_buffers: 0,
+            pool_buffers_free: 0,
+            pool_empty: self.pool_empty.get(),
+            pool_pauses: self.pool_pauses.get(),
         }
     }
 }

@@ -344,3 +344,159 @@ impl Drop for ReadBuf {
         // Otherwise leak 8 bytes: the kernel may still write into them.
     }
 }
+
+/// A provided-buffer ring (`IORING_REGISTER_PBUF_RING`) and its buffers: `count` buffers of
+/// `size` bytes in one allocation, and the ring of `count` entries the kernel picks from.
+///
+/// Ownership: a buffer is either in the ring (the kernel may fill it at any time while the
+/// ring is registered) or out of it (handed out by a CQE, until [`BufRing::give_back`]). The
+/// memory is freed on drop only if [`BufRing::mark_unregistered`] said the kernel can no
+/// longer touch it; otherwise it is leaked.
+pub(crate) struct BufRing {
+    entries: *mut io_uring::types::BufRingEntry,
+    entries_layout: std::alloc::Layout,
+    data: *mut u8,
+    data_layout: std::alloc::Layout,
+    count: u16,
+    size: u32,
+    /// Tail including buffers given back (published at once).
+    local_tail: u16,
+    freeable: bool,
+}
+
+impl std::fmt::Debug for BufRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BufRing")
+            .field("count", &self.count)
+            .field("size", &self.size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BufRing {
+    /// Allocate the ring and the buffers, every buffer in the ring. `count` must be a power of
+    /// two <= 32768 and `size` non-zero.
+    pub(crate) fn new(count: u16, size: u32) -> io::Result<BufRing> {
+        if !count.is_power_of_two() || count > 32768 || size == 0 {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        let entries_layout = std::alloc::Layout::from_size_align(
+            usize::from(count) * std::mem::size_of::<io_uring::types::BufRingEntry>(),
+            4096,
+        )
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        let data_layout =
+            std::alloc::Layout::from_size_align(usize::from(count) * size as usize, 4096)
+                .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        // SAFETY: both layouts have a non-zero size (count >= 1, size >= 1).
+        let entries = unsafe { std::alloc::alloc_zeroed(entries_layout) }
+            .cast::<io_uring::types::BufRingEntry>();
+        if entries.is_null() {
+            return Err(io::Error::from_raw_os_error(libc::ENOMEM));
+        }
+        // SAFETY: as above. Not zeroed, so a large pool stays untouched (lazily mapped) until
+        // data arrives: only bytes the kernel wrote (`[..n]` of a completion) are ever read.
+        let data = unsafe { std::alloc::alloc(data_layout) };
+        if data.is_null() {
+            // SAFETY: allocated just above with this layout; never registered.
+            unsafe { std::alloc::dealloc(entries.cast(), entries_layout) };
+            return Err(io::Error::from_raw_os_error(libc::ENOMEM));
+        }
+        let mut ring = BufRing {
+            entries,
+            entries_layout,
+            data,
+            data_layout,
+            count,
+            size,
+            local_tail: 0,
+            // Not registered yet: nobody else can touch the memory.
+            freeable: true,
+        };
+        for bid in 0..count {
+            ring.give_back(bid);
+        }
+        Ok(ring)
+    }
+
+    /// Start and length of buffer `bid`, or `None` if out of range.
+    pub(crate) fn buffer(&self, bid: u16) -> Option<(*const u8, usize)> {
+        if bid >= self.count {
+            return None;
+        }
+        // SAFETY: bid < count, so the offset is inside the `count * size` bytes allocation.
+        let ptr = unsafe { self.data.add(usize::from(bid) * self.size as usize) };
+        Some((ptr.cast_const(), self.size as usize))
+    }
+
+    /// Put buffer `bid` back in the ring and publish it to the kernel (a release store of the
+    /// tail). The caller guarantees nobody reads or writes the buffer any more (it came out of
+    /// the ring in a CQE, and its holder gave it up) and that it is not in the ring already.
+    pub(crate) fn give_back(&mut self, bid: u16) {
+        let Some((addr, _)) = self.buffer(bid) else {
+            return;
+        };
+        let mask = usize::from(self.count) - 1;
+        // SAFETY: the index is masked below `count`, so the entry is inside the ring
+        // allocation. The kernel reads only entries before the published tail; this one is at
+        // the tail, and no other reference into the ring is live. `set_*` do not touch the
+        // `resv` field of entry 0, which is the tail.
+        let entry = unsafe { &mut *self.entries.add(usize::from(self.local_tail) & mask) };
+        entry.set_addr(addr as u64);
+        entry.set_len(self.size);
+        entry.set_bid(bid);
+        self.local_tail = self.local_tail.wrapping_add(1);
+        // SAFETY: the tail is the `resv` u16 of entry 0 (2-aligned, inside the allocation);
+        // AtomicU16 has the layout of u16, and the kernel only reads it. No reference to
+        // entry 0 is live here.
+        let tail = unsafe {
+            &*io_uring::types::BufRingEntry::tail(self.entries)
+                .cast::<std::sync::atomic::AtomicU16>()
+        };
+        tail.store(self.local_tail, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Register with `ring` as buffer group `bgid`.
+    pub(crate) fn register(&mut self, ring: &Ring, bgid: u16) -> io::Result<()> {
+        // SAFETY: the entries are a page-aligned allocation of `count` entries that stays
+        // valid until `mark_unregistered` (which only the driver's drop calls, after
+        // unregistering) or forever (leaked).
+        unsafe {
+            ring.ring.submitter().register_buf_ring_with_flags(
+                self.entries as u64,
+                self.count,
+                bgid,
+                0,
+            )
+        }?;
+        self.freeable = false;
+        Ok(())
+    }
+
+    /// The group was unregistered and no operation that could pick a buffer from it is in
+    /// flight: the memory may be freed on drop.
+    pub(crate) fn mark_unregistered(&mut self) {
+        self.freeable = true;
+    }
+}
+
+impl Drop for BufRing {
+    fn drop(&mut self) {
+        if self.freeable {
+            // SAFETY: allocated in `new` with these layouts; the kernel can no longer touch
+            // them (never registered, or unregistered with no receive in flight).
+            unsafe {
+                std::alloc::dealloc(self.entries.cast(), self.entries_layout);
+                std::alloc::dealloc(self.data, self.data_layout);
+            }
+        }
+        // Otherwise leak: the kernel may still write into the buffers.
+    }
+}
+
+impl Ring {
+    /// Unregister buffer group `bgid`.
+    pub(crate) fn unregister_buf_ring(&self, bgid: u16) -> io::Result<()> {
+        self.ring.submitter().unregister_buf_ring(bgid)
+    }
+}

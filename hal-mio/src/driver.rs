@@ -51,6 +51,11 @@
 //!   backpressure beyond memory), as io_uring's does with a large completion queue.
 //! * Stream operations on a non-socket fd (a pipe) fall back from `recv`/`send`/`sendmsg` to
 //!   `read`/`write`/`writev` after the first ENOTSOCK.
+//! * Buffer pools are emulated: `create_pool` allocates the buffers and a free list;
+//!   `RecvPool` is a read-side queue entry that, on each readiness edge, `recv`s into free
+//!   buffers (one completion with `more` each) until EAGAIN. It stops early when its owner
+//!   holds 32 buffers or the pool is empty; then, since no new edge will come for data already
+//!   there, the fd is driven again at a park once buffers come back (`retry_fds`).
 
 use std::any::Any;
 use std::cell::RefCell;
@@ -63,11 +68,11 @@ use std::time::Duration;
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Token};
-use seastar_hal::io::{Completion, Fd, IoDriver, OpId, RawOp, Shutdown};
+use seastar_hal::io::{Completion, Fd, IoDriver, OpId, PoolId, RawOp, Shutdown, COMPLETION_BUFFER};
 use seastar_hal::{ErrorKind, Instant, IoError};
 
 use crate::error::io_error;
-use crate::sys::{self, BufOp, Errno, Via};
+use crate::sys::{self, BufOp, Errno, PoolMem, Via};
 use crate::unpark::Shared;
 
 /// The token of the cross-thread waker; fds use their own number (always `< i32::MAX`).
@@ -76,6 +81,11 @@ pub(crate) const WAKER_TOKEN: Token = Token(usize::MAX);
 /// How many readiness events one `epoll_wait` returns at most. More stay queued in the kernel
 /// for the next park.
 const EVENTS_CAPACITY: usize = 256;
+
+/// Most buffers one pooled receive may hold (completions not polled plus buffers polled and
+/// not released) before the driver stops receiving for it; it resumes at half. Same bound as
+/// the io_uring driver.
+const POOL_HOLD_LIMIT: u32 = 32;
 
 /// Counters of what a driver did, for tests and metrics. A snapshot; see
 /// [`MioDriver::stats`] and [`crate::MioPlatform::stats`].
@@ -102,6 +112,14 @@ pub struct MioStats {
     /// Eventfd writes made by unparkers because the core was parked (filled in by
     /// [`crate::MioPlatform::stats`]; zero from [`MioDriver::stats`]).
     pub unpark_wakes: u64,
+    /// Buffers in all emulated pools of this core.
+    pub pool_buffers: u64,
+    /// Of those, buffers free (not held by a receive's owner or queued for one).
+    pub pool_buffers_free: u64,
+    /// Times a pooled receive found its pool empty (resumed once a buffer came back).
+    pub pool_empty: u64,
+    /// Times a pooled receive stopped because its owner held too many buffers.
+    pub pool_pauses: u64,
 }
 
 impl MioStats {
@@ -146,12 +164,31 @@ enum Side {
 enum Kind {
     Nop,
     Timeout(Instant),
-    Accept { fd: Fd, multishot: bool },
-    Connect { fd: Fd, addr: SocketAddr },
+    Accept {
+        fd: Fd,
+        multishot: bool,
+    },
+    Connect {
+        fd: Fd,
+        addr: SocketAddr,
+    },
     Buf(BufOp),
-    Fsync { fd: Fd, datasync: bool },
-    Shutdown { fd: Fd, how: Shutdown },
-    Close { fd: Fd },
+    /// Emulated multishot receive into buffers of a pool.
+    RecvPool {
+        fd: Fd,
+        pool: u16,
+    },
+    Fsync {
+        fd: Fd,
+        datasync: bool,
+    },
+    Shutdown {
+        fd: Fd,
+        how: Shutdown,
+    },
+    Close {
+        fd: Fd,
+    },
 }
 
 /// Where an operation currently is.
@@ -176,6 +213,10 @@ struct OpState {
     /// Completions not yet handed out, oldest first. At most one for single-shot ops.
     completions: VecDeque<Completion>,
     waker: Option<Waker>,
+    /// Pooled receive: buffers held (queued completions plus handed out, not released).
+    held: u32,
+    /// Pooled receive: stopped at the hold limit, until `held` is down to half of it.
+    paused: bool,
 }
 
 #[derive(Debug)]
@@ -238,6 +279,16 @@ struct State {
     /// Scratch for (fd, readable, writable) of the current event batch.
     ready: Vec<(Fd, bool, bool)>,
     stats: MioStats,
+    /// Emulated buffer pools, by `PoolId`.
+    pools: Vec<PoolMem>,
+    /// Per pool, per buffer: the pooled receive that holds it (for back-pressure accounting).
+    owners: Vec<Vec<OpId>>,
+    /// Read queues to drive at the next park without waiting for an edge: a pooled receive at
+    /// their front stopped (back-pressure or no free buffer) before seeing EAGAIN, so epoll
+    /// will not report the data already there.
+    retry_fds: Vec<Fd>,
+    /// Read queues whose pooled receive found no free buffer: retried when one comes back.
+    starved_fds: Vec<Fd>,
 }
 
 impl MioDriver {
@@ -255,6 +306,10 @@ impl MioDriver {
                 wake: Vec::new(),
                 ready: Vec::new(),
                 stats: MioStats::default(),
+                pools: Vec::new(),
+                owners: Vec::new(),
+                retry_fds: Vec::new(),
+                starved_fds: Vec::new(),
             }),
             _not_send: PhantomData,
         })
@@ -267,7 +322,13 @@ impl MioDriver {
 
     /// What the driver has done so far.
     pub fn stats(&self) -> MioStats {
-        self.st.borrow().stats
+        let st = self.st.borrow();
+        let mut s = st.stats;
+        for p in &st.pools {
+            s.pool_buffers += p.count() as u64;
+            s.pool_buffers_free += p.free_count() as u64;
+        }
+        s
     }
 
     /// Forget `fd`: deregister it from epoll and fail the operations still waiting on it with
@@ -304,6 +365,7 @@ impl MioDriver {
             st.stats.parks += 1;
             let completed_before = st.stats.completed;
             st.run_deferred();
+            st.run_retries();
             let now = Instant::from_nanos(sys::monotonic_nanos());
             let mut timeout = if st.stats.completed != completed_before || unpark.is_notified() {
                 // Work was done (or an unpark is pending): collect readiness, do not sleep.
@@ -352,6 +414,8 @@ impl State {
             connecting: false,
             completions: VecDeque::new(),
             waker: None,
+            held: 0,
+            paused: false,
         };
         let index = match self.free.pop() {
             Some(i) => {
@@ -425,7 +489,7 @@ impl State {
                 self.start_connect(id, fd, &addr);
                 id
             }
-            Kind::Accept { fd, .. } => {
+            Kind::Accept { fd, .. } | Kind::RecvPool { fd, .. } => {
                 let id = self.alloc(kind, Wait::Done);
                 self.enqueue(id, fd, Side::Read);
                 id
@@ -612,6 +676,10 @@ impl State {
                 Ok(0)
             }
             Kind::Timeout(_) => return Step::Blocked,
+            Kind::RecvPool { fd, pool } => {
+                let (fd, pool) = (*fd, *pool);
+                return self.attempt_pooled(id, fd, pool, not_socket);
+            }
         };
         self.stats.io_syscalls += calls;
         if switched_to_file_calls {
@@ -644,6 +712,129 @@ impl State {
             Err(e) => {
                 self.fail(id, e);
                 Step::Finished
+            }
+        }
+    }
+
+    /// One receive of an emulated pooled receive, into a free buffer of its pool. Stops
+    /// (Blocked, fd remembered for a retry without an edge) at the hold limit or when the pool
+    /// is empty.
+    fn attempt_pooled(&mut self, id: OpId, fd: Fd, pool: u16, not_socket: bool) -> Step {
+        let Some(op) = slot_op(&mut self.slots, id) else {
+            return Step::Finished;
+        };
+        if op.paused || op.held >= POOL_HOLD_LIMIT {
+            // Resumed (retry_fds) when the owner releases enough.
+            if !op.paused {
+                self.stats.pool_pauses += 1;
+            }
+            op.paused = true;
+            return Step::Blocked;
+        }
+        let Some(mem) = self.pools.get_mut(usize::from(pool)) else {
+            self.fail(id, libc::EINVAL);
+            return Step::Finished;
+        };
+        let via = if not_socket { Via::File } else { Via::Socket };
+        let mut res;
+        loop {
+            self.stats.io_syscalls += 1;
+            res = mem.recv_into_free(fd, via);
+            match res {
+                Err(libc::EINTR) => continue,
+                Err(libc::ENOTSOCK) if via == Via::Socket => {
+                    if let Some(f) = self.fds.get_mut(&fd) {
+                        f.not_socket = true;
+                    }
+                    return self.attempt_pooled(id, fd, pool, true);
+                }
+                _ => break,
+            }
+        }
+        match res {
+            Ok(Some((bid, n))) => {
+                if let Some(o) = self
+                    .owners
+                    .get_mut(usize::from(pool))
+                    .and_then(|o| o.get_mut(usize::from(bid)))
+                {
+                    *o = id;
+                }
+                if let Some(op) = self.op_mut(id) {
+                    op.held += 1;
+                }
+                self.complete(
+                    id,
+                    Completion {
+                        result: Ok(n.min(u32::MAX as usize) as u32),
+                        flags: COMPLETION_BUFFER | (u32::from(bid) << 16),
+                        more: true,
+                    },
+                );
+                Step::Again
+            }
+            Ok(None) => {
+                self.stats.pool_empty += 1;
+                if !self.starved_fds.contains(&fd) {
+                    self.starved_fds.push(fd);
+                }
+                Step::Blocked
+            }
+            Err(libc::EAGAIN) => Step::Blocked,
+            Err(0) => {
+                self.finish(id, Ok(0));
+                Step::Finished
+            }
+            Err(e) => {
+                self.fail(id, e);
+                Step::Finished
+            }
+        }
+    }
+
+    /// Drive the read queues that stopped without EAGAIN (see `retry_fds`).
+    fn run_retries(&mut self) {
+        for fd in std::mem::take(&mut self.retry_fds) {
+            self.drive_queue(fd, Side::Read);
+        }
+    }
+
+    fn create_pool(&mut self, count: u16, size: u32) -> Result<PoolId, IoError> {
+        let id = u16::try_from(self.pools.len()).map_err(|_| io_error(libc::ENOMEM))?;
+        let mem = PoolMem::new(count, size).map_err(io_error)?;
+        self.pools.push(mem);
+        self.owners.push(vec![OpId(u64::MAX); usize::from(count)]);
+        Ok(PoolId(id))
+    }
+
+    fn release_buffer(&mut self, pool: PoolId, bid: u16) {
+        let Some(mem) = self.pools.get_mut(usize::from(pool.0)) else {
+            return;
+        };
+        if !mem.release(bid) {
+            return;
+        }
+        // Receives that found the pool empty may go on now.
+        for fd in self.starved_fds.drain(..) {
+            if !self.retry_fds.contains(&fd) {
+                self.retry_fds.push(fd);
+            }
+        }
+        let owner = self
+            .owners
+            .get(usize::from(pool.0))
+            .and_then(|o| o.get(usize::from(bid)))
+            .copied();
+        let Some(owner) = owner else { return };
+        let Some(op) = self.op_mut(owner) else { return };
+        op.held = op.held.saturating_sub(1);
+        if op.paused && op.held <= POOL_HOLD_LIMIT / 2 {
+            op.paused = false;
+            if let (Kind::RecvPool { fd, .. }, Wait::Fd(..)) = (&op.kind, op.wait) {
+                let fd = *fd;
+                if !self.retry_fds.contains(&fd) {
+                    self.retry_fds.push(fd);
+                }
             }
         }
     }
@@ -808,6 +999,24 @@ impl State {
             self.stats.io_syscalls += 1;
             let _ = sys::close(fd);
         }
+        // Buffers of completions nobody will poll go back to the pool, and receives that found
+        // it empty may go on.
+        if let Kind::RecvPool { pool, .. } = op.kind {
+            let mut released = false;
+            for c in &op.completions {
+                if let (Some(mem), Some(bid)) = (self.pools.get_mut(usize::from(pool)), c.buffer())
+                {
+                    released |= mem.release(bid);
+                }
+            }
+            if released {
+                for fd in self.starved_fds.drain(..) {
+                    if !self.retry_fds.contains(&fd) {
+                        self.retry_fds.push(fd);
+                    }
+                }
+            }
+        }
         // Connections accepted for a consumer that is gone: nobody else can close them.
         if let Kind::Accept { .. } = op.kind {
             for c in &op.completions {
@@ -841,6 +1050,12 @@ impl IoDriver for MioDriver {
             Err(RawOp::Fsync { fd, datasync }) => Kind::Fsync { fd, datasync },
             Err(RawOp::Shutdown { fd, how }) => Kind::Shutdown { fd, how },
             Err(RawOp::Close { fd }) => Kind::Close { fd },
+            Err(RawOp::RecvPool { fd, pool }) => {
+                if usize::from(pool.0) >= self.st.borrow().pools.len() {
+                    return Err(IoError::new(ErrorKind::InvalidInput));
+                }
+                Kind::RecvPool { fd, pool: pool.0 }
+            }
             Err(_) => return Err(IoError::new(ErrorKind::Unsupported)),
         };
         Ok(self.with_state(|st| st.submit(kind)))
@@ -863,6 +1078,18 @@ impl IoDriver for MioDriver {
 
     fn in_flight(&self) -> usize {
         self.st.borrow().live
+    }
+
+    fn create_pool(&self, count: u16, size: u32) -> Result<PoolId, IoError> {
+        self.st.borrow_mut().create_pool(count, size)
+    }
+
+    fn pool_buffer(&self, pool: PoolId, bid: u16) -> Option<(*const u8, usize)> {
+        self.st.borrow().pools.get(usize::from(pool.0))?.buffer(bid)
+    }
+
+    fn release_buffer(&self, pool: PoolId, bid: u16) {
+        self.st.borrow_mut().release_buffer(pool, bid);
     }
 }
 

@@ -341,3 +341,122 @@ impl BufOp {
         }
     }
 }
+
+/// The memory and free list of an emulated buffer pool: `count` buffers of `size` bytes in one
+/// heap allocation owned through a raw pointer (never through a reference spanning buffers,
+/// since handed-out buffers are read by their holders while others are written here).
+///
+/// Invariant: a buffer is either free (in `free`, only written by [`PoolMem::recv_into_free`])
+/// or out (handed to a holder, never written here) until [`PoolMem::release`].
+#[derive(Debug)]
+pub(crate) struct PoolMem {
+    ptr: *mut u8,
+    layout: std::alloc::Layout,
+    size: usize,
+    count: u16,
+    free: Vec<u16>,
+    out: Vec<bool>,
+}
+
+impl PoolMem {
+    pub(crate) fn new(count: u16, size: u32) -> SysResult<PoolMem> {
+        if count == 0 || size == 0 {
+            return Err(libc::EINVAL);
+        }
+        let layout = std::alloc::Layout::from_size_align(usize::from(count) * size as usize, 64)
+            .map_err(|_| libc::EINVAL)?;
+        // SAFETY: non-zero size (both factors are >= 1). Not zeroed, so a large pool stays
+        // untouched until used: only bytes `recv` wrote (`[..n]`) are ever handed out.
+        let ptr = unsafe { std::alloc::alloc(layout) };
+        if ptr.is_null() {
+            return Err(libc::ENOMEM);
+        }
+        Ok(PoolMem {
+            ptr,
+            layout,
+            size: size as usize,
+            count,
+            // Popped from the back: hand out low ids first.
+            free: (0..count).rev().collect(),
+            out: vec![false; usize::from(count)],
+        })
+    }
+
+    /// Buffers in the pool.
+    pub(crate) fn count(&self) -> usize {
+        usize::from(self.count)
+    }
+
+    /// Buffers free.
+    pub(crate) fn free_count(&self) -> usize {
+        self.free.len()
+    }
+
+    /// Start and length of buffer `bid`.
+    pub(crate) fn buffer(&self, bid: u16) -> Option<(*const u8, usize)> {
+        (bid < self.count).then(|| {
+            (
+                self.ptr
+                    .wrapping_add(usize::from(bid) * self.size)
+                    .cast_const(),
+                self.size,
+            )
+        })
+    }
+
+    /// One `recv` (or `read` with `Via::File`) into a free buffer. `Ok(Some((bid, n)))` hands
+    /// buffer `bid` with `n > 0` bytes out; `Ok(None)`: no free buffer; end of stream and
+    /// errors keep the buffer free (`Ok(Some((_, 0)))` is never returned: EOF is `Err(0)`).
+    pub(crate) fn recv_into_free(
+        &mut self,
+        fd: Fd,
+        via: Via,
+    ) -> Result<Option<(u16, usize)>, Errno> {
+        let Some(bid) = self.free.pop() else {
+            return Ok(None);
+        };
+        let ptr = self.ptr.wrapping_add(usize::from(bid) * self.size);
+        // SAFETY: `bid` was free, so no holder reads it and nothing else writes it; it lies
+        // inside the allocation (bid < count) and is `size` bytes long.
+        let res = cvt_size(unsafe {
+            match via {
+                Via::Socket => libc::recv(fd, ptr.cast(), self.size, 0),
+                Via::File => libc::read(fd, ptr.cast(), self.size),
+            }
+        });
+        match res {
+            Ok(n) if n > 0 => {
+                self.out[usize::from(bid)] = true;
+                Ok(Some((bid, n)))
+            }
+            Ok(_) => {
+                self.free.push(bid);
+                Err(0)
+            }
+            Err(e) => {
+                self.free.push(bid);
+                Err(e)
+            }
+        }
+    }
+
+    /// Take buffer `bid` back from its holder. A buffer not out is ignored (no duplicates).
+    pub(crate) fn release(&mut self, bid: u16) -> bool {
+        match self.out.get_mut(usize::from(bid)) {
+            Some(out) if *out => {
+                *out = false;
+                self.free.push(bid);
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+impl Drop for PoolMem {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout. The driver (which owns this) is being
+        // dropped, and every holder of a buffer keeps the driver alive, so none is out.
+        unsafe { std::alloc::dealloc(self.ptr, self.layout) };
+    }
+}

@@ -22,6 +22,36 @@
 //!  drop(op) while in flight -> driver.cancel(id, Box::new(buf)): the driver owns buf and frees
 //!                              it when the (cancelled or completed) operation's completion arrives
 //! ```
+//!
+//! # Buffer pools and pooled (multishot) receives
+//!
+//! A receive that names its buffer up front pins that memory for as long as the peer is quiet.
+//! A *pool* instead lets the platform pick a buffer when data arrives (io_uring's provided
+//! buffer ring; a readiness platform emulates it with a free list):
+//!
+//! * [`IoDriver::create_pool`] allocates `count` buffers of `size` bytes once, owned by the
+//!   driver. Their memory stays valid, at the same address, for as long as the driver lives
+//!   (a driver that cannot prove the platform is done with it at drop time leaks it).
+//! * [`RawOp::RecvPool`] receives repeatedly (multishot) on a socket: each completion with data
+//!   carries [`COMPLETION_BUFFER`] in its flags and the buffer id in `flags >> 16`
+//!   ([`Completion::buffer`]), and has `more` set. `Ok(0)` (end of stream) or an error is the
+//!   final completion. Running out of buffers is *not* reported: the driver waits until
+//!   buffers come back and resumes by itself.
+//! * A buffer id handed out in a completion belongs to whoever polled it: the driver neither
+//!   writes into it nor hands it out again until it is given back with
+//!   [`IoDriver::release_buffer`], exactly once. Completions the driver discards (of a
+//!   cancelled receive) have their buffers released by the driver.
+//! * Back-pressure: a driver bounds the buffers one pooled receive holds (completions queued
+//!   but not polled, plus buffers polled and not yet released). At the bound it stops
+//!   receiving on that socket (io_uring: cancels the kernel operation without ending the
+//!   receive for its owner) and resumes once the owner has released some, so one connection
+//!   that does not consume cannot exhaust the pool for the others.
+//! * Cancellation keeps the ownership rule above: after `cancel`, buffers the kernel may still
+//!   fill are the driver's; it recycles them when the final completion arrives.
+//!
+//! The safe wrappers are [`RecvStream`] (polls a pooled receive, yields [`PooledBuf`]s) and
+//! [`PooledBuf`] (an owned, read-only [`IoBuf`] that goes back to the pool on drop, so a
+//! received buffer can be sent back without a copy).
 #![allow(unsafe_code)] // `IoDriver::submit` is unsafe: it trusts the pointers in a `RawOp`
 
 use alloc::boxed::Box;
@@ -59,6 +89,14 @@ pub struct IoSlice {
     /// Number of bytes.
     pub len: usize,
 }
+
+/// A buffer pool of one driver, from [`IoDriver::create_pool`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PoolId(pub u16);
+
+/// Set in [`Completion::flags`] when the completion carries a pool buffer, whose id is then
+/// `flags >> 16` (the layout of io_uring's `IORING_CQE_F_BUFFER`).
+pub const COMPLETION_BUFFER: u32 = 1;
 
 /// Which direction(s) a [`RawOp::Shutdown`] closes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -110,6 +148,15 @@ pub enum RawOp {
         ptr: *mut u8,
         /// Capacity at `ptr`.
         len: usize,
+    },
+    /// Receive repeatedly into buffers of `pool` (see the module docs): every completion with
+    /// data names its buffer ([`Completion::buffer`]) and has `more` set; `Ok(0)` (end of
+    /// stream) or an error is the final one. No pointers: the pool's memory is the driver's.
+    RecvPool {
+        /// The socket.
+        fd: Fd,
+        /// Where the buffers come from.
+        pool: PoolId,
     },
     /// Send `len` bytes from `ptr`; completes with the count sent (which may be short).
     Send {
@@ -185,6 +232,15 @@ pub struct Completion {
 }
 
 impl Completion {
+    /// The pool buffer this completion carries, if any (see [`COMPLETION_BUFFER`]).
+    pub const fn buffer(&self) -> Option<u16> {
+        if self.flags & COMPLETION_BUFFER != 0 {
+            Some((self.flags >> 16) as u16)
+        } else {
+            None
+        }
+    }
+
     /// A final completion with no flags.
     pub const fn done(result: Result<u32, IoError>) -> Self {
         Completion {
@@ -232,6 +288,27 @@ pub trait IoDriver {
     /// Number of operations submitted and not yet finished (including cancelled ones whose
     /// completion has not arrived). Lets an idle loop tell "waiting for I/O" from "deadlock".
     fn in_flight(&self) -> usize;
+
+    /// Allocate a pool of `count` buffers of `size` bytes for [`RawOp::RecvPool`] (see the
+    /// module docs). Drivers without pools refuse with `Unsupported` (the default).
+    fn create_pool(&self, count: u16, size: u32) -> Result<PoolId, IoError> {
+        let _ = (count, size);
+        Err(IoError::new(crate::ErrorKind::Unsupported))
+    }
+
+    /// Start and length of buffer `bid` of `pool`, or `None` if there is no such buffer. The
+    /// memory stays valid and in place while the driver lives; it may be read only by the
+    /// holder of `bid` (the receiver of the completion that named it, until it releases it).
+    fn pool_buffer(&self, pool: PoolId, bid: u16) -> Option<(*const u8, usize)> {
+        let _ = (pool, bid);
+        None
+    }
+
+    /// Give buffer `bid` back to `pool`; the holder must not touch it afterwards. Unknown ids
+    /// are ignored.
+    fn release_buffer(&self, pool: PoolId, bid: u16) {
+        let _ = (pool, bid);
+    }
 }
 
 impl<D: IoDriver + ?Sized> IoDriver for &D {
@@ -248,6 +325,15 @@ impl<D: IoDriver + ?Sized> IoDriver for &D {
     fn in_flight(&self) -> usize {
         (**self).in_flight()
     }
+    fn create_pool(&self, count: u16, size: u32) -> Result<PoolId, IoError> {
+        (**self).create_pool(count, size)
+    }
+    fn pool_buffer(&self, pool: PoolId, bid: u16) -> Option<(*const u8, usize)> {
+        (**self).pool_buffer(pool, bid)
+    }
+    fn release_buffer(&self, pool: PoolId, bid: u16) {
+        (**self).release_buffer(pool, bid)
+    }
 }
 
 impl<D: IoDriver + ?Sized> IoDriver for Rc<D> {
@@ -263,6 +349,15 @@ impl<D: IoDriver + ?Sized> IoDriver for Rc<D> {
     }
     fn in_flight(&self) -> usize {
         (**self).in_flight()
+    }
+    fn create_pool(&self, count: u16, size: u32) -> Result<PoolId, IoError> {
+        (**self).create_pool(count, size)
+    }
+    fn pool_buffer(&self, pool: PoolId, bid: u16) -> Option<(*const u8, usize)> {
+        (**self).pool_buffer(pool, bid)
+    }
+    fn release_buffer(&self, pool: PoolId, bid: u16) {
+        (**self).release_buffer(pool, bid)
     }
 }
 
@@ -563,6 +658,138 @@ impl<B: IoBuf, D: IoDriver> Op<Gather<B>, D> {
     }
 }
 
+/// A pooled, multishot receive on one socket ([`RawOp::RecvPool`]): yields each received
+/// buffer as a [`PooledBuf`]. Dropping it cancels the receive; buffers the driver still gets
+/// for it go back to the pool.
+#[derive(Debug)]
+#[must_use = "dropping a receive stream cancels it"]
+pub struct RecvStream<D: IoDriver + Clone> {
+    op: MultiOp<D>,
+    pool: PoolId,
+}
+
+impl<D: IoDriver + Clone> RecvStream<D> {
+    /// Start receiving on `fd` into buffers of `pool`.
+    pub fn new(driver: D, fd: Fd, pool: PoolId) -> Result<Self, IoError> {
+        // SAFETY: no pointers: the buffers are the driver's own pool memory.
+        let id = unsafe { driver.submit(RawOp::RecvPool { fd, pool }) }?;
+        Ok(RecvStream {
+            op: MultiOp {
+                driver,
+                id: Some(id),
+            },
+            pool,
+        })
+    }
+
+    /// The next received buffer; `Ready(None)` at end of stream (and afterwards), `Some(Err)`
+    /// when the receive failed (which ends it).
+    pub fn poll_next(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<PooledBuf<D>, IoError>>> {
+        let c = match self.op.poll_next(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Ready(Some(c)) => c,
+        };
+        let n = match c.result {
+            Ok(n) => n as usize,
+            Err(e) => return Poll::Ready(Some(Err(e))),
+        };
+        let Some(bid) = c.buffer() else {
+            // No buffer: the end of the stream (a count without a buffer breaks the contract;
+            // treat it as the end too rather than inventing data).
+            return Poll::Ready(if n == 0 {
+                None
+            } else {
+                Some(Err(IoError::new(crate::ErrorKind::InvalidData)))
+            });
+        };
+        let driver = self.op.driver.clone();
+        match driver.pool_buffer(self.pool, bid) {
+            Some((ptr, size)) => Poll::Ready(Some(Ok(PooledBuf {
+                driver,
+                pool: self.pool,
+                bid,
+                ptr,
+                len: n.min(size),
+            }))),
+            None => Poll::Ready(Some(Err(IoError::new(crate::ErrorKind::InvalidData)))),
+        }
+    }
+
+    /// The receive has ended (end of stream or error already returned).
+    pub fn is_finished(&self) -> bool {
+        self.op.id.is_none()
+    }
+}
+
+/// A received buffer of a driver's pool: the bytes are `&buf[..]`. Read-only; an [`IoBuf`], so
+/// it can be sent as it is. Goes back to the pool when dropped (or, if moved into an operation
+/// that is cancelled, when the driver drops it after the platform is done with it).
+pub struct PooledBuf<D: IoDriver> {
+    driver: D,
+    pool: PoolId,
+    bid: u16,
+    ptr: *const u8,
+    len: usize,
+}
+
+impl<D: IoDriver> PooledBuf<D> {
+    /// The buffer's id in its pool.
+    pub fn id(&self) -> u16 {
+        self.bid
+    }
+
+    /// Keep only the first `len` bytes (no effect if `len` is not smaller).
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+}
+
+impl<D: IoDriver> core::fmt::Debug for PooledBuf<D> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("PooledBuf")
+            .field("pool", &self.pool)
+            .field("id", &self.bid)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+impl<D: IoDriver> core::ops::Deref for PooledBuf<D> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: the driver handed buffer `bid` to this value alone (it neither writes into
+        // it nor hands it out again until `release_buffer`, which only `Drop` calls), the
+        // kernel wrote `len <= size` bytes into it, and `driver` (owned here) keeps the pool
+        // memory alive and in place.
+        unsafe { core::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+impl<D: IoDriver> Drop for PooledBuf<D> {
+    fn drop(&mut self) {
+        self.driver.release_buffer(self.pool, self.bid);
+    }
+}
+
+// SAFETY: the memory is pool memory, which stays valid and in place while the driver lives,
+// and `driver` is owned by this value. It is read-only (no `IoBufMut`), `len` initialised
+// bytes (received data) that `&self` cannot change.
+unsafe impl<D: IoDriver + 'static> IoBuf for PooledBuf<D> {
+    fn stable_ptr(&self) -> *const u8 {
+        self.ptr
+    }
+    fn bytes_init(&self) -> usize {
+        self.len
+    }
+    fn bytes_total(&self) -> usize {
+        self.len
+    }
+}
+
 /// After a successful receive or read of `n` bytes, mark them initialised in `buf`.
 ///
 /// Returns the count, or the error, of the completion.
@@ -573,4 +800,140 @@ pub fn complete_read<B: IoBufMut>(completion: &Completion, buf: &mut B) -> Resul
     // is clamped to the buffer's capacity.
     unsafe { buf.set_init(n) };
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec;
+    use core::cell::RefCell;
+    use core::task::Waker;
+
+    /// A driver with one pool of four 8-byte buffers and a scripted pooled receive: each poll
+    /// hands out the next scripted completion. Records releases and cancels.
+    #[derive(Default)]
+    struct Fake {
+        mem: RefCell<Vec<u8>>,
+        script: RefCell<Vec<Completion>>,
+        released: RefCell<Vec<u16>>,
+        cancelled: RefCell<Vec<OpId>>,
+    }
+
+    impl IoDriver for Fake {
+        unsafe fn submit(&self, op: RawOp) -> Result<OpId, IoError> {
+            match op {
+                RawOp::RecvPool {
+                    pool: PoolId(0), ..
+                } => Ok(OpId(7)),
+                _ => Err(IoError::new(crate::ErrorKind::Unsupported)),
+            }
+        }
+        fn poll_op(&self, _id: OpId, _cx: &mut Context<'_>) -> Poll<Completion> {
+            let mut s = self.script.borrow_mut();
+            if s.is_empty() {
+                Poll::Pending
+            } else {
+                Poll::Ready(s.remove(0))
+            }
+        }
+        fn cancel(&self, id: OpId, _keepalive: Box<dyn Any>) {
+            self.cancelled.borrow_mut().push(id);
+        }
+        fn in_flight(&self) -> usize {
+            0
+        }
+        fn pool_buffer(&self, pool: PoolId, bid: u16) -> Option<(*const u8, usize)> {
+            (pool == PoolId(0) && bid < 4).then(|| {
+                let mem = self.mem.borrow();
+                (mem.as_ptr().wrapping_add(usize::from(bid) * 8), 8)
+            })
+        }
+        fn release_buffer(&self, _pool: PoolId, bid: u16) {
+            self.released.borrow_mut().push(bid);
+        }
+    }
+
+    fn data(bid: u16, n: u32) -> Completion {
+        Completion {
+            result: Ok(n),
+            flags: COMPLETION_BUFFER | (u32::from(bid) << 16),
+            more: true,
+        }
+    }
+
+    fn fake() -> Fake {
+        let f = Fake::default();
+        *f.mem.borrow_mut() = (0u8..32).collect();
+        f
+    }
+
+    #[test]
+    fn completion_names_its_buffer() {
+        assert_eq!(data(3, 5).buffer(), Some(3));
+        assert_eq!(data(0xFFFF, 1).buffer(), Some(0xFFFF));
+        assert_eq!(Completion::done(Ok(4)).buffer(), None);
+    }
+
+    #[test]
+    fn recv_stream_yields_buffers_then_end() {
+        let f = fake();
+        *f.script.borrow_mut() = vec![data(1, 3), data(2, 8), Completion::done(Ok(0))];
+        let mut s = RecvStream::new(&f, 5, PoolId(0)).expect("submit");
+        let mut cx = Context::from_waker(Waker::noop());
+        let Poll::Ready(Some(Ok(a))) = s.poll_next(&mut cx) else {
+            panic!("first buffer")
+        };
+        assert_eq!((&a[..], a.id(), a.len()), (&[8u8, 9, 10][..], 1, 3));
+        let Poll::Ready(Some(Ok(mut b))) = s.poll_next(&mut cx) else {
+            panic!("second buffer")
+        };
+        b.truncate(2);
+        assert_eq!(&b[..], &[16, 17]);
+        assert!(f.released.borrow().is_empty(), "held until dropped");
+        drop(a);
+        assert_eq!(*f.released.borrow(), [1]);
+        assert!(matches!(s.poll_next(&mut cx), Poll::Ready(None)));
+        assert!(s.is_finished());
+        assert!(
+            matches!(s.poll_next(&mut cx), Poll::Ready(None)),
+            "end sticks"
+        );
+        drop(s);
+        assert!(
+            f.cancelled.borrow().is_empty(),
+            "a finished receive is not cancelled"
+        );
+        drop(b);
+        assert_eq!(*f.released.borrow(), [1, 2]);
+    }
+
+    #[test]
+    fn recv_stream_reports_errors_and_cancels_on_drop() {
+        let f = fake();
+        *f.script.borrow_mut() = vec![
+            // A count without a buffer breaks the contract: an error, not invented data.
+            Completion {
+                result: Ok(4),
+                flags: 0,
+                more: true,
+            },
+            // An unknown buffer id.
+            data(9, 1),
+        ];
+        let mut s = RecvStream::new(&f, 5, PoolId(0)).expect("submit");
+        let mut cx = Context::from_waker(Waker::noop());
+        for _ in 0..2 {
+            match s.poll_next(&mut cx) {
+                Poll::Ready(Some(Err(e))) => assert_eq!(e.kind(), crate::ErrorKind::InvalidData),
+                other => panic!("expected an error, got {other:?}"),
+            }
+        }
+        assert!(s.poll_next(&mut cx).is_pending());
+        drop(s);
+        assert_eq!(*f.cancelled.borrow(), [OpId(7)]);
+        assert!(
+            RecvStream::new(&f, 5, PoolId(1)).is_err(),
+            "unknown pool refused"
+        );
+    }
 }

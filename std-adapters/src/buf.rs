@@ -86,6 +86,40 @@ impl<B> Slice<B> {
     }
 }
 
+/// Bytes received into a buffer of the core's receive pool, from
+/// [`TcpStream::recv`](crate::net::TcpStream::recv): read them through `Deref` (`&buf[..]`),
+/// send them back as they are (it is an [`IoBuf`]: no copy), and drop it to give the buffer
+/// back to the pool. `!Send`: it belongs to the core that received it.
+pub struct RecvBuf(seastar_hal::io::PooledBuf<crate::io_handle::CoreIo>);
+
+impl RecvBuf {
+    pub(crate) fn new(inner: seastar_hal::io::PooledBuf<crate::io_handle::CoreIo>) -> Self {
+        RecvBuf(inner)
+    }
+
+    pub(crate) fn inner(&self) -> &seastar_hal::io::PooledBuf<crate::io_handle::CoreIo> {
+        &self.0
+    }
+
+    /// Keep only the first `len` bytes.
+    pub fn truncate(&mut self, len: usize) {
+        self.0.truncate(len);
+    }
+}
+
+impl std::ops::Deref for RecvBuf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for RecvBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecvBuf").field("len", &self.len()).finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

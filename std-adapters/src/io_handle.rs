@@ -13,6 +13,7 @@ use std::io;
 use std::os::fd::RawFd;
 use std::rc::Rc;
 
+use seastar_hal::io::{IoDriver, PoolId};
 use seastar_hal::Platform;
 use seastar_hal_linux::{UringPlatform, UringStats};
 use seastar_hal_mio::{MioPlatform, MioStats};
@@ -71,6 +72,36 @@ pub enum IoStats {
 struct Installed {
     core: usize,
     io: CoreIo,
+    /// The core's receive pool, created by the first `recv()` on the core.
+    pool: Option<PoolId>,
+}
+
+/// Buffers in each core's receive pool (a power of two, as io_uring's buffer ring needs).
+/// 1,024 ran dry at 256 connections × 64 KiB in flight (every receive then ended with
+/// ENOBUFS and was re-armed: measurable kernel and driver work); 4,096 is what the raw
+/// io_uring floor server uses.
+pub(crate) const RECV_POOL_BUFFERS: u16 = 4096;
+/// Bytes per receive-pool buffer: the most one `recv()` returns. With
+/// [`RECV_POOL_BUFFERS`], 64 MiB of address space per core, created by the core's first
+/// `recv()` and touched (made resident) only as buffers get used.
+pub(crate) const RECV_BUF_SIZE: u32 = 16 * 1024;
+
+/// The core's receive pool, created on first use.
+pub(crate) fn recv_pool(io: &CoreIo) -> io::Result<PoolId> {
+    CURRENT.with(|c| {
+        let mut c = c.borrow_mut();
+        let Some(inst) = c.as_mut() else {
+            return Err(io::Error::other("not on a Seastar-RS core"));
+        };
+        if let Some(p) = inst.pool {
+            return Ok(p);
+        }
+        let p = io
+            .create_pool(RECV_POOL_BUFFERS, RECV_BUF_SIZE)
+            .map_err(crate::error::to_io)?;
+        inst.pool = Some(p);
+        Ok(p)
+    })
 }
 
 std::thread_local! {
@@ -93,7 +124,13 @@ impl Drop for InstallGuard {
 
 /// Make `io` this thread's core handle until the guard drops.
 pub(crate) fn install(core: usize, io: CoreIo) -> InstallGuard {
-    let old = CURRENT.with(|c| c.borrow_mut().replace(Installed { core, io }));
+    let old = CURRENT.with(|c| {
+        c.borrow_mut().replace(Installed {
+            core,
+            io,
+            pool: None,
+        })
+    });
     drop(old);
     InstallGuard { _private: () }
 }

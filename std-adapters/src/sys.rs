@@ -18,10 +18,10 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use seastar_hal::buf::IoBuf;
-use seastar_hal::io::{Completion, IoDriver, OpId, RawOp};
+use seastar_hal::io::{Completion, IoDriver, OpId, PoolId, RawOp};
 use seastar_hal::{IoError, Platform};
 
-use crate::buf::Slice;
+use crate::buf::{RecvBuf, Slice};
 use crate::io_handle::CoreIo;
 
 /// `-1` → the thread's `errno` as an `io::Error`.
@@ -318,9 +318,44 @@ impl IoDriver for CoreIo {
             CoreIo::Mio(p) => p.io().in_flight(),
         }
     }
+
+    fn create_pool(&self, count: u16, size: u32) -> Result<PoolId, IoError> {
+        match self {
+            CoreIo::Uring(p) => p.io().create_pool(count, size),
+            CoreIo::Mio(p) => p.io().create_pool(count, size),
+        }
+    }
+
+    fn pool_buffer(&self, pool: PoolId, bid: u16) -> Option<(*const u8, usize)> {
+        match self {
+            CoreIo::Uring(p) => p.io().pool_buffer(pool, bid),
+            CoreIo::Mio(p) => p.io().pool_buffer(pool, bid),
+        }
+    }
+
+    fn release_buffer(&self, pool: PoolId, bid: u16) {
+        match self {
+            CoreIo::Uring(p) => p.io().release_buffer(pool, bid),
+            CoreIo::Mio(p) => p.io().release_buffer(pool, bid),
+        }
+    }
 }
 
 // ---- buffers -----------------------------------------------------------------------------
+
+// SAFETY: forwards to the inner `PooledBuf`'s impl (pool memory that stays put while the
+// driver, which the buffer owns a handle to, lives; read-only).
+unsafe impl IoBuf for RecvBuf {
+    fn stable_ptr(&self) -> *const u8 {
+        self.inner().stable_ptr()
+    }
+    fn bytes_init(&self) -> usize {
+        self.inner().bytes_init()
+    }
+    fn bytes_total(&self) -> usize {
+        self.inner().bytes_total()
+    }
+}
 
 // SAFETY: the memory is the inner buffer's, which is stable by `B: IoBuf`'s own promise;
 // `Slice` only offsets into it. `Slice::new` clamps `begin <= end <= bytes_total()` of the

@@ -1,16 +1,18 @@
 //! A socket owned by one core: its descriptor and the core's I/O handle, with the operations
 //! every TCP type shares. The stream, its halves and the listener wrap it.
 
+use std::cell::RefCell;
 use std::future::poll_fn;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use seastar_hal::buf::{IoBuf, IoBufMut};
-use seastar_hal::io::{complete_read, Op, Shutdown};
+use seastar_hal::io::{complete_read, Op, RecvStream, Shutdown};
 
-use crate::buf::Slice;
+use crate::buf::{RecvBuf, Slice};
 use crate::error::to_io;
 use crate::io_handle::CoreIo;
 use crate::sys;
@@ -24,10 +26,23 @@ const IOV_MAX: usize = 1024;
 pub(crate) struct Socket {
     fd: OwnedFd,
     io: CoreIo,
+    recv: RefCell<RecvState>,
+}
+
+/// The pooled receive of [`Socket::poll_recv`]: armed by the first `recv()`, kept across
+/// calls, so the platform keeps receiving into the core's pool between them.
+#[derive(Debug, Default)]
+struct RecvState {
+    stream: Option<RecvStream<CoreIo>>,
+    /// End of stream was returned: later calls return it again without a new receive.
+    eof: bool,
 }
 
 impl Drop for Socket {
     fn drop(&mut self) {
+        // Cancel the pooled receive first, so its cancel reaches the platform (the flush in
+        // `before_close`) while the descriptor still names this socket.
+        drop(self.recv.get_mut().stream.take());
         self.io.before_close(self.fd.as_raw_fd());
         // `fd` (an `OwnedFd`) closes itself when the fields drop, right after this.
     }
@@ -35,7 +50,70 @@ impl Drop for Socket {
 
 impl Socket {
     pub(crate) fn new(fd: OwnedFd, io: CoreIo) -> Self {
-        Socket { fd, io }
+        Socket {
+            fd,
+            io,
+            recv: RefCell::new(RecvState::default()),
+        }
+    }
+
+    /// The next bytes received into the core's pool; `None` at end of stream.
+    pub(crate) async fn recv(&self) -> io::Result<Option<RecvBuf>> {
+        poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    pub(crate) fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<io::Result<Option<RecvBuf>>> {
+        let mut guard = self.recv.borrow_mut();
+        let st = &mut *guard;
+        if st.stream.is_none() {
+            if st.eof {
+                return Poll::Ready(Ok(None));
+            }
+            let pool = crate::io_handle::recv_pool(&self.io)?;
+            st.stream = Some(RecvStream::new(self.io.clone(), self.raw(), pool).map_err(to_io)?);
+        }
+        let Some(stream) = st.stream.as_mut() else {
+            return Poll::Ready(Ok(None));
+        };
+        match stream.poll_next(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Ok(buf))) => Poll::Ready(Ok(Some(RecvBuf::new(buf)))),
+            Poll::Ready(None) => {
+                st.stream = None;
+                st.eof = true;
+                Poll::Ready(Ok(None))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                // The receive ended with the error; a later call starts a new one.
+                st.stream = None;
+                Poll::Ready(Err(to_io(e)))
+            }
+        }
+    }
+
+    /// A buffer the pooled receive has already received, without waiting: `Ok(None)` when
+    /// none is ready now (or at end of stream, which the next `recv` reports).
+    pub(crate) fn try_recv(&self) -> io::Result<Option<RecvBuf>> {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        {
+            let st = self.recv.borrow();
+            if st.stream.is_none() {
+                // Nothing armed yet (or ended): nothing can be queued.
+                return Ok(None);
+            }
+        }
+        match self.poll_recv(&mut cx) {
+            Poll::Ready(Ok(Some(buf))) => Ok(Some(buf)),
+            Poll::Ready(Ok(None)) | Poll::Pending => Ok(None),
+            Poll::Ready(Err(e)) => Err(e),
+        }
+    }
+
+    /// A pooled receive is armed: plain reads would race it for the data.
+    fn recv_active(&self) -> bool {
+        self.recv
+            .try_borrow()
+            .map_or(true, |st| st.stream.is_some())
     }
 
     pub(crate) fn raw(&self) -> RawFd {
@@ -86,6 +164,13 @@ impl Socket {
     pub(crate) async fn read<B: IoBufMut>(&self, buf: B) -> (io::Result<usize>, B) {
         if buf.bytes_total() == 0 {
             return (Ok(0), buf);
+        }
+        if self.recv_active() {
+            let e = io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "read() on a stream that receives with recv(): keep to one of the two",
+            );
+            return (Err(e), buf);
         }
         let mut op = match Op::recv(self.io.clone(), self.raw(), buf) {
             Ok(op) => op,

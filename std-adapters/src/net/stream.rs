@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use seastar_hal::buf::{IoBuf, IoBufMut};
 
+use crate::buf::RecvBuf;
+
 use super::socket::Socket;
 use crate::io_handle;
 use crate::sys;
@@ -73,6 +75,36 @@ impl TcpStream {
     /// length should be the count).
     pub async fn read<B: IoBufMut>(&self, buf: B) -> (io::Result<usize>, B) {
         self.sock.read(buf).await
+    }
+
+    /// Receive the next bytes into a buffer the platform picks from the core's receive pool
+    /// (io_uring: a provided-buffer ring and one multishot receive kept across calls; mio: a
+    /// free list, read into on readiness). `Ok(None)` is the end of the stream. The
+    /// [`RecvBuf`] holds at most 16 KiB; send it back as it is (no copy) or drop it to return
+    /// the buffer. One task at a time may call it. After the first `recv()` the platform
+    /// keeps receiving for this stream (up to a bounded number of buffers, then it waits for
+    /// them to be released), so do not mix it with [`read`](Self::read) on the same stream:
+    /// such a `read` fails with `InvalidInput`.
+    ///
+    /// ```no_run
+    /// # async fn f(stream: seastar::net::TcpStream) -> std::io::Result<()> {
+    /// while let Some(buf) = stream.recv().await? {
+    ///     let (res, _buf) = stream.write_all(buf).await; // echo, zero-copy
+    ///     res?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn recv(&self) -> io::Result<Option<RecvBuf>> {
+        self.sock.recv().await
+    }
+
+    /// A buffer [`recv`](Self::recv) would return at once, without waiting: `Ok(None)` when
+    /// none has arrived yet, before the first `recv`, or at end of stream (the next `recv`
+    /// says which). Lets a server gather what is already there into one
+    /// [`writev_all`](Self::writev_all). Call `recv` before waiting for this stream's data
+    /// again: only `recv` registers the task to be woken.
+    pub fn try_recv(&self) -> io::Result<Option<RecvBuf>> {
+        self.sock.try_recv()
     }
 
     /// Send `buf`'s initialised bytes (a `Vec`'s `len()`) once; the count may be short.
@@ -179,6 +211,16 @@ impl std::fmt::Display for ReuniteError {
 impl std::error::Error for ReuniteError {}
 
 impl OwnedReadHalf {
+    /// As [`TcpStream::recv`].
+    pub async fn recv(&self) -> io::Result<Option<RecvBuf>> {
+        self.sock.recv().await
+    }
+
+    /// As [`TcpStream::try_recv`].
+    pub fn try_recv(&self) -> io::Result<Option<RecvBuf>> {
+        self.sock.try_recv()
+    }
+
     /// As [`TcpStream::read`].
     pub async fn read<B: IoBufMut>(&self, buf: B) -> (io::Result<usize>, B) {
         self.sock.read(buf).await

@@ -424,3 +424,33 @@ fn one_multishot_accept_serves_many_connections() {
         );
     }
 }
+
+/// A port whose last connection was closed by the server side (so the server's end sits in
+/// TIME_WAIT) can be bound again at once, even without `SO_REUSEPORT`: the listener sets
+/// `SO_REUSEADDR`, as `std` does on Unix (a bench once reported `AddrInUse` on a just-freed
+/// port).
+#[test]
+fn rebinding_a_port_in_time_wait_works() {
+    for rt in runtimes() {
+        let backend = rt.backend();
+        let res = rt
+            .run_on_one(|| async {
+                let listener = ListenOptions::new().reuse_port(false).bind(any_port())?;
+                let addr = listener.local_addr()?;
+                let client = TcpStream::connect(addr).await?;
+                let (server_side, _) = listener.accept().await?;
+                // The server closes first: its end of the connection goes to TIME_WAIT.
+                server_side.shutdown(Shutdown::Both).await?;
+                drop(server_side);
+                let (res, _) = client.read(Vec::with_capacity(8)).await;
+                assert_eq!(res?, 0, "the client sees the close");
+                drop(client);
+                drop(listener);
+                let again = ListenOptions::new().reuse_port(false).bind(addr)?;
+                assert_eq!(again.local_addr()?, addr);
+                Ok::<_, io::Error>(())
+            })
+            .expect("runtime");
+        res.unwrap_or_else(|e| panic!("{backend}: {e}"));
+    }
+}
