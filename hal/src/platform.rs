@@ -44,6 +44,13 @@ pub trait Platform {
     /// Submit queued I/O to the platform without waiting for anything. Platforms that batch
     /// submissions (io_uring) override this; the kernel calls it when it is about to run for a
     /// long time without parking. The default does nothing.
+    ///
+    /// The kernel's idle poll (an idle core polling for a while before it parks) calls it
+    /// every few spin rounds, so it must be cheap when nothing is queued (no system call).
+    /// A platform may also collect completions that are visible without a system call here
+    /// (io_uring's completion ring), waking their wakers; those it can only collect with
+    /// one wait for `park`, which the idle poll calls with a past deadline every few
+    /// microseconds while [`IoDriver::in_flight`](crate::io::IoDriver::in_flight) is not zero.
     fn flush(&self) {}
 
     /// An observer of task polls as they happen, for a stall watchdog that reports a task

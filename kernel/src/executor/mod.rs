@@ -3,7 +3,9 @@
 //! One [`Executor`] per core, driven by that core's [`Platform`]. Its loop:
 //!
 //! 1. poll the root future (the one given to [`Executor::block_on`]) if it was woken;
-//! 2. run ready tasks until the run queues are empty or the task quota is used up: the next
+//! 2. run ready tasks until the run queues are empty or the task quota is used up (a batch;
+//!    when a task wakes the root future, the root is polled next within the same batch, its
+//!    polls counting towards the quota and the batch's poll cap like a task's): the next
 //!    task is the head of the scheduling group with the least virtual runtime (see
 //!    [`crate::sched`]), FIFO within a group; a task that wakes itself goes to the back of its
 //!    group, so it cannot starve the others. Each poll's time is charged to its group and a
@@ -11,18 +13,29 @@
 //!    [`ExecutorStats::last_stall`]);
 //! 3. park on the platform: with the next timer deadline when there is nothing to run, or
 //!    without blocking when tasks are still ready (so I/O completions are collected at least
-//!    once per quota);
+//!    once per quota). With nothing to run, the core may first poll for a while (see
+//!    [idle polling](#idle-polling)) and skip the park if work shows up;
 //! 4. fire due timers, take in wakes that other threads sent and, with an smp endpoint
 //!    attached ([`Executor::attach_smp`]), messages from other cores; repeat. Cross-core
 //!    messages are published right before step 3, and a blocking park first re-checks the
 //!    incoming rings.
+//!
+//! # Idle polling
+//!
+//! An idle core polls its rings, wakes from other threads, completions that need no system
+//! call and its timers for [`ExecutorConfig::idle_poll`] after every busy period, and for
+//! [`ExecutorConfig::smp_idle_poll`] (default [`DEFAULT_SMP_IDLE_POLL`]) after one that sent or
+//! received a cross-core message, before it parks. Its `sleeping` flag stays down while it
+//! spins (peers do not ring it) and goes up only right before a blocking park. Counted in
+//! [`ExecutorStats::idle_spins`], [`ExecutorStats::idle_spin_hits`] and
+//! [`ExecutorStats::sleeps`].
 
 use alloc::boxed::Box;
 use alloc::rc::Rc;
 use alloc::sync::Arc;
 use alloc::task::Wake;
 use core::future::Future;
-use core::pin::pin;
+use core::pin::{pin, Pin};
 use core::sync::atomic::{AtomicBool, Ordering};
 use core::task::{Context, Poll, Waker};
 use core::time::Duration;
@@ -30,9 +43,12 @@ use core::time::Duration;
 use seastar_hal::{Instant, Platform, PollInfo};
 
 pub(crate) mod context;
+mod idle;
 mod percore;
 mod stats;
 
+use self::idle::IdleState;
+pub use self::idle::DEFAULT_SMP_IDLE_POLL;
 pub(crate) use self::percore::RemoteQueue;
 use self::percore::{Clock, Core};
 use self::stats::Stats;
@@ -54,6 +70,15 @@ pub struct ExecutorConfig {
     /// with the task's name, group and duration, and [`ExecutorStats::stalls`]). Default
     /// 25 ms; `Duration::MAX` turns reports off.
     pub stall_threshold: Duration,
+    /// How long an idle core keeps polling (its rings, wakes from other threads, completions
+    /// that need no system call, timers) before it parks, after every busy period
+    /// (Seastar's idle poll time). Default zero: an idle core parks at once. See the
+    /// [idle polling](crate::executor#idle-polling).
+    pub idle_poll: Duration,
+    /// How long an idle core keeps polling after a busy period that sent or received a
+    /// cross-core message (awaiting a `submit_to` reply, or serving a stream of requests).
+    /// The larger of this and `idle_poll` applies. Default [`DEFAULT_SMP_IDLE_POLL`].
+    pub smp_idle_poll: Duration,
 }
 
 impl Default for ExecutorConfig {
@@ -61,6 +86,8 @@ impl Default for ExecutorConfig {
         ExecutorConfig {
             task_quota: DEFAULT_TASK_QUOTA,
             stall_threshold: DEFAULT_STALL_THRESHOLD,
+            idle_poll: Duration::ZERO,
+            smp_idle_poll: DEFAULT_SMP_IDLE_POLL,
         }
     }
 }
@@ -75,6 +102,18 @@ impl ExecutorConfig {
     /// Set the stall threshold.
     pub fn stall_threshold(mut self, threshold: Duration) -> Self {
         self.stall_threshold = threshold;
+        self
+    }
+
+    /// Set the idle poll window after every busy period.
+    pub fn idle_poll(mut self, window: Duration) -> Self {
+        self.idle_poll = window;
+        self
+    }
+
+    /// Set the idle poll window after a busy period with cross-core traffic.
+    pub fn smp_idle_poll(mut self, window: Duration) -> Self {
+        self.smp_idle_poll = window;
         self
     }
 }
@@ -197,55 +236,27 @@ impl<P: Platform + 'static> Executor<P> {
         let core = &self.core;
         // Attaching needs `&mut self`, so this cannot change while the loop runs.
         let smp = core.smp();
+        let mut idle_state = IdleState::default();
         loop {
             Stats::bump(&core.stats.loop_iterations, 1);
-            // One quota covers the root future's poll and the batch of tasks after it.
+            // One quota covers the batch: the root future's polls and the tasks'.
             let quota_start = self.platform.now();
             core.begin_quota(quota_start.saturating_add(self.config.task_quota));
-            if root.woken.swap(false, Ordering::AcqRel) {
-                // The root future is not a task (no group is charged), but a blocking call in
-                // it stalls the core all the same: watch and report it as task 0, "(root)".
-                let watch = self.platform.stall_watch();
-                if let Some(w) = watch {
-                    w.poll_started(&PollInfo::new(
-                        0,
-                        Some(ROOT_NAME),
-                        DEFAULT_GROUP_NAME,
-                        quota_start,
-                    ));
-                }
-                let polled = future.as_mut().poll(&mut cx);
-                let end = self.platform.now();
-                if let Some(w) = watch {
-                    w.poll_ended(end);
-                }
-                let elapsed = end.saturating_duration_since(quota_start);
-                if elapsed >= self.config.stall_threshold {
-                    core.report_stall(0, Some(ROOT_NAME), 0, quota_start, elapsed);
-                }
-                if let Poll::Ready(out) = polled {
-                    return Ok(out);
-                }
+            if let Some(out) = self.run_batch(future.as_mut(), &mut cx, &root.woken, quota_start) {
+                return Ok(out);
             }
-            self.run_tasks(&root.woken, quota_start);
             let idle = core.run_queue_len() == 0 && !root.woken.load(Ordering::Acquire);
-            // With work pending, park only to collect completions without blocking.
-            let mut deadline = if idle {
-                core.next_timer()
-            } else {
-                Some(Instant::ZERO)
-            };
-            // Publish this iteration's cross-core messages; before a blocking park, announce
-            // the sleep and re-check the rings (the doorbell protocol in `smp`'s docs).
-            if let Some(smp) = &smp {
-                if !smp.before_park(deadline != Some(Instant::ZERO)) {
-                    deadline = Some(Instant::ZERO);
-                }
-            }
-            Stats::bump(&core.stats.parks, 1);
-            self.platform.park(deadline);
-            if let Some(smp) = &smp {
-                smp.after_park();
+            // Idle: poll for a while before parking (`idle.rs`); work found there skips the
+            // park (and its system call) altogether.
+            let skip_park = idle && self.idle_poll(&mut idle_state, &root.woken, smp.as_deref());
+            if !skip_park {
+                // The spin may have made work runnable (a completion, a wake) without
+                // skipping the park: then the park must not block.
+                let idle = idle
+                    && core.run_queue_len() == 0
+                    && !root.woken.load(Ordering::Acquire)
+                    && !core.remote_pending();
+                self.park(idle, smp.as_deref(), &mut idle_state);
             }
             let fired = core.fire_timers(self.platform.now());
             Stats::bump(&core.stats.timers_fired, fired as u64);
@@ -257,48 +268,170 @@ impl<P: Platform + 'static> Executor<P> {
         }
     }
 
-    /// Run ready tasks until none is left, the quota that began at `quota_start` is used up,
-    /// or the root future was woken (it is the program's main task; it goes first).
-    fn run_tasks(&self, root_woken: &AtomicBool, quota_start: Instant) {
+    /// Park on the platform: until the next timer if `idle`, else only to collect what is
+    /// ready. Publishes this iteration's cross-core messages first; before a blocking park it
+    /// announces the sleep and re-checks the rings (the doorbell protocol in `smp`'s docs).
+    fn park(&self, idle: bool, smp: Option<&CoreSmp>, idle_state: &mut IdleState) {
+        let core = &self.core;
+        // With work pending, park only to collect completions without blocking.
+        let mut deadline = if idle {
+            core.next_timer()
+        } else {
+            Some(Instant::ZERO)
+        };
+        if let Some(smp) = smp {
+            if !smp.before_park(deadline != Some(Instant::ZERO)) {
+                deadline = Some(Instant::ZERO);
+            }
+        }
+        Stats::bump(&core.stats.parks, 1);
+        if deadline != Some(Instant::ZERO) {
+            Stats::bump(&core.stats.sleeps, 1);
+        }
+        self.platform.park(deadline);
+        if let Some(smp) = smp {
+            smp.after_park();
+        }
+        idle_state.last_park = self.platform.now();
+    }
+
+    /// One batch of polls between two looks at I/O and timers: the root future if it was
+    /// woken, then ready tasks, until none is left, the quota that began at `quota_start` is
+    /// used up, or [`MAX_POLLS_PER_BATCH`] polls were made. The root future is the program's
+    /// main task: when a task wakes it, it is polled next, inside the same batch (its polls
+    /// count towards the quota and the cap like a task's), so handing it a result costs no
+    /// trip through the platform. Returns the root future's output once it is ready.
+    fn run_batch<F: Future>(
+        &self,
+        mut future: Pin<&mut F>,
+        cx: &mut Context<'_>,
+        root_woken: &AtomicBool,
+        quota_start: Instant,
+    ) -> Option<F::Output> {
         let core = &self.core;
         core.drain_remote();
-        let deadline = quota_start.saturating_add(self.config.task_quota);
+        let mut batch = Batch {
+            deadline: quota_start.saturating_add(self.config.task_quota),
+            t: quota_start,
+            polls: 0,
+            task_polls: 0,
+        };
+        loop {
+            if root_woken.swap(false, Ordering::AcqRel) {
+                let (polled, end) = self.poll_root(future.as_mut(), cx, batch.t);
+                if let Poll::Ready(out) = polled {
+                    self.count_batch(&batch);
+                    return Some(out);
+                }
+                batch.t = end;
+                batch.polls += 1;
+                // After the batch's first root poll the tasks get their turn whatever it
+                // cost; a later one may end the batch.
+                if batch.polls > 1 && !self.room_left(&batch) {
+                    break;
+                }
+            }
+            if !self.run_tasks(root_woken, &mut batch) {
+                break;
+            }
+        }
+        self.count_batch(&batch);
+        None
+    }
+
+    fn count_batch(&self, batch: &Batch) {
+        let stats = &self.core.stats;
+        if batch.task_polls > 0 {
+            Stats::bump(&stats.batches, 1);
+            if u64::from(batch.task_polls) > stats.max_batch_polls.get() {
+                stats.max_batch_polls.set(u64::from(batch.task_polls));
+            }
+        }
+    }
+
+    /// Poll the root future, starting at `start`; returns the result and when the poll
+    /// ended. The root future is not a task (no group is charged), but a blocking call in it
+    /// stalls the core all the same: it is watched and reported as task 0, "(root)".
+    fn poll_root<F: Future>(
+        &self,
+        future: Pin<&mut F>,
+        cx: &mut Context<'_>,
+        start: Instant,
+    ) -> (Poll<F::Output>, Instant) {
+        let watch = self.platform.stall_watch();
+        if let Some(w) = watch {
+            w.poll_started(&PollInfo::new(
+                0,
+                Some(ROOT_NAME),
+                DEFAULT_GROUP_NAME,
+                start,
+            ));
+        }
+        let polled = future.poll(cx);
+        let end = self.platform.now();
+        if let Some(w) = watch {
+            w.poll_ended(end);
+        }
+        let elapsed = end.saturating_duration_since(start);
+        if elapsed >= self.config.stall_threshold {
+            self.core
+                .report_stall(0, Some(ROOT_NAME), 0, start, elapsed);
+        }
+        (polled, end)
+    }
+
+    /// May the batch go on? Not once the quota is used up (which also raises the preempt
+    /// flag) or the poll cap is reached.
+    fn room_left(&self, batch: &Batch) -> bool {
+        if batch.t >= batch.deadline {
+            self.core.set_preempt();
+            Stats::bump(&self.core.stats.quota_expirations, 1);
+            return false;
+        }
+        // The poll cap bounds a batch even where the clock stands still while tasks run
+        // (the simulator's virtual time).
+        batch.polls < MAX_POLLS_PER_BATCH
+    }
+
+    /// Run ready tasks until none is left, the batch is over (see [`Self::room_left`]) or the
+    /// root future was woken. Returns true in the last case: the root goes next.
+    fn run_tasks(&self, root_woken: &AtomicBool, batch: &mut Batch) -> bool {
+        let core = &self.core;
         let platform = &*self.platform;
         let now = || platform.now();
         let watch = platform.stall_watch();
         let stall_threshold = self.config.stall_threshold;
         // One clock read per poll: the end of a poll is the start of the next. The scheduler
         // needs it to charge groups; the quota and the stall check reuse it.
-        let mut t = now();
-        let mut polls = 0u32;
-        while let Some(end) = core.run_one(t, &now, stall_threshold, watch) {
-            t = end;
-            polls += 1;
-            if root_woken.load(Ordering::Relaxed) {
-                break;
+        while let Some(end) = core.run_one(batch.t, &now, stall_threshold, watch) {
+            batch.t = end;
+            batch.polls += 1;
+            batch.task_polls += 1;
+            if !self.room_left(batch) {
+                return false;
             }
-            if t >= deadline {
-                core.set_preempt();
-                Stats::bump(&core.stats.quota_expirations, 1);
-                break;
-            }
-            // The poll cap bounds a batch even where the clock stands still while tasks run
-            // (the simulator's virtual time).
-            if polls >= MAX_POLLS_PER_BATCH {
-                break;
-            }
-            if polls % 16 == 0 {
-                let fired = core.fire_timers(t);
+            if batch.polls % 16 == 0 {
+                let fired = core.fire_timers(batch.t);
                 Stats::bump(&core.stats.timers_fired, fired as u64);
             }
-        }
-        if polls > 0 {
-            Stats::bump(&core.stats.batches, 1);
-            if u64::from(polls) > core.stats.max_batch_polls.get() {
-                core.stats.max_batch_polls.set(u64::from(polls));
+            if root_woken.load(Ordering::Relaxed) {
+                return true;
             }
         }
+        false
     }
+}
+
+/// Where a batch stands (see [`Executor::run_batch`]).
+struct Batch {
+    /// When the batch's quota ends.
+    deadline: Instant,
+    /// The end of the last poll: the start of the next.
+    t: Instant,
+    /// Polls so far, the root future's included.
+    polls: u32,
+    /// Task polls so far.
+    task_polls: u32,
 }
 
 impl<P: Platform> Drop for Executor<P> {
@@ -317,6 +450,9 @@ fn snapshot(core: &Core) -> ExecutorStats {
         polls: core.stats.polls.get(),
         loop_iterations: core.stats.loop_iterations.get(),
         parks: core.stats.parks.get(),
+        sleeps: core.stats.sleeps.get(),
+        idle_spins: core.stats.idle_spins.get(),
+        idle_spin_hits: core.stats.idle_spin_hits.get(),
         timers_fired: core.stats.timers_fired.get(),
         live_tasks: core.live_tasks() as u64,
         run_queue_len: core.run_queue_len() as u64,
@@ -363,14 +499,31 @@ pub(crate) fn try_with_timers<R>(f: impl FnOnce(&mut TimerWheel<Waker>) -> R) ->
     context::with_current(|c| f(&mut c.timers.borrow_mut()))
 }
 
-/// Run `f` on the current core's timer wheel.
+/// Run `f` on the current core's timer wheel and clock.
 ///
 /// # Panics
 /// Outside an executor.
-pub(crate) fn with_timers<R>(f: impl FnOnce(&mut TimerWheel<Waker>) -> R) -> R {
-    match try_with_timers(f) {
+pub(crate) fn with_timers_clock<R>(
+    f: impl FnOnce(&mut TimerWheel<Waker>, CoreClock<'_>) -> R,
+) -> R {
+    let r = context::with_current(|core| f(&mut core.timers.borrow_mut(), CoreClock { core }));
+    match r {
         Some(r) => r,
         None => panic!("{}", NoExecutor),
+    }
+}
+
+/// The current core's clock, as timer futures see it.
+pub(crate) struct CoreClock<'a> {
+    core: &'a Core,
+}
+
+impl CoreClock<'_> {
+    /// Has `deadline` passed? A deadline after the end of the running task quota is taken
+    /// as not passed without reading the clock (see `Core::deadline_passed`), so a timer
+    /// future polled well before its deadline costs no clock read.
+    pub(crate) fn passed(&self, deadline: Instant) -> bool {
+        self.core.deadline_passed(deadline)
     }
 }
 

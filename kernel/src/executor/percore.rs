@@ -77,6 +77,11 @@ impl RemoteQueue {
         self.unparker.unpark();
     }
 
+    /// Whether wakes are waiting to be drained (the idle poll's check).
+    pub(crate) fn has_tasks(&self) -> bool {
+        !self.inner.lock().tasks.is_empty()
+    }
+
     fn drain_into(&self, out: &mut Vec<TaskRef>) {
         let mut inner = self.inner.lock();
         core::mem::swap(&mut inner.tasks, out);
@@ -229,7 +234,8 @@ impl Core {
         };
         let id = self.next_task_id.get();
         self.next_task_id.set(id + 1);
-        let task = TaskRef::new(
+        // Three references: the registry's, the handle's and the run queue's.
+        let [registered, handled, task] = TaskRef::new(
             future,
             NewTask {
                 owner: self.id,
@@ -239,11 +245,11 @@ impl Core {
                 group,
             },
         );
-        self.registry.borrow_mut().insert(task.clone());
+        self.registry.borrow_mut().insert(registered);
         self.stats
             .tasks_spawned
             .set(self.stats.tasks_spawned.get() + 1);
-        let handle = JoinHandle::new(task.clone());
+        let handle = JoinHandle::new(handled);
         self.schedule(task);
         handle
     }
@@ -325,8 +331,26 @@ impl Core {
         false
     }
 
+    /// Has `deadline` passed? A deadline after the end of the running task quota has not,
+    /// unless the running poll overran the quota; that is taken for granted without reading
+    /// the clock (a timer registered for a deadline that passed during an overrun fires at
+    /// the next expiry: late by at most the overrun, never early). Nearer deadlines are
+    /// checked against the clock.
+    #[inline]
+    pub(crate) fn deadline_passed(&self, deadline: Instant) -> bool {
+        if deadline > self.quota_deadline.get() {
+            return false;
+        }
+        self.clock.read_clock() >= deadline
+    }
+
     pub(crate) fn live_tasks(&self) -> usize {
         self.registry.borrow().len
+    }
+
+    /// Whether wakes from other threads wait in the remote queue.
+    pub(crate) fn remote_pending(&self) -> bool {
+        self.remote.has_tasks()
     }
 
     /// Move wakes that arrived from other threads onto the run queue.

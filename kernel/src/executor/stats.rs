@@ -14,6 +14,9 @@ pub(crate) struct Stats {
     pub polls: Cell<u64>,
     pub loop_iterations: Cell<u64>,
     pub parks: Cell<u64>,
+    pub sleeps: Cell<u64>,
+    pub idle_spins: Cell<u64>,
+    pub idle_spin_hits: Cell<u64>,
     pub timers_fired: Cell<u64>,
     pub batches: Cell<u64>,
     pub quota_expirations: Cell<u64>,
@@ -49,6 +52,12 @@ pub struct ExecutorStats {
     pub loop_iterations: u64,
     /// Calls to the platform's `park` (blocking or not).
     pub parks: u64,
+    /// Of those, the parks that could block (with a deadline in the future, or none).
+    pub sleeps: u64,
+    /// Idle poll windows started (see `ExecutorConfig::idle_poll`).
+    pub idle_spins: u64,
+    /// Of those, the windows that ended because work showed up (not by running out).
+    pub idle_spin_hits: u64,
     /// Timers that fired.
     pub timers_fired: u64,
     /// Tasks whose future is still alive.

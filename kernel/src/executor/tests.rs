@@ -426,6 +426,45 @@ fn stats_count_spawns_and_polls() {
 }
 
 #[test]
+fn a_task_waking_the_root_does_not_end_the_batch() {
+    // Each join wakes the root, which is polled next inside the same batch: no trip through
+    // the platform (park, timers) per spawned-and-joined task.
+    let mut ex = exec();
+    ex.block_on(async {
+        for i in 0..100u32 {
+            assert_eq!(spawn(async move { i }).await, Ok(i));
+        }
+    })
+    .expect("runs");
+    let s = ex.stats();
+    assert_eq!(s.polls, 100);
+    assert_eq!((s.loop_iterations, s.parks, s.batches), (1, 0, 1), "{s:?}");
+    assert_eq!(s.max_batch_polls, 100);
+}
+
+#[test]
+fn the_roots_polls_count_towards_the_batch_cap() {
+    // Virtual time stands still, so only the poll cap ends these batches: 2 polls per join
+    // (task, root), at most `MAX_POLLS_PER_BATCH` per batch.
+    let n = if cfg!(miri) { 2_100 } else { 5_000 };
+    let mut ex = exec();
+    ex.block_on(async move {
+        for i in 0..n {
+            assert_eq!(spawn(async move { i }).await, Ok(i));
+        }
+    })
+    .expect("runs");
+    let s = ex.stats();
+    let batches = (2 * n as u64).div_ceil(u64::from(super::MAX_POLLS_PER_BATCH));
+    assert!(s.loop_iterations >= batches, "{s:?}");
+    assert!(s.parks + 1 >= batches, "{s:?}");
+    assert!(
+        s.max_batch_polls <= u64::from(super::MAX_POLLS_PER_BATCH),
+        "{s:?}"
+    );
+}
+
+#[test]
 fn many_tasks_complete_and_free_their_cells() {
     let done = Rc::new(AtomicUsize::new(0));
     let mut ex = exec();

@@ -270,15 +270,21 @@ pub struct GroupStats {
 #[derive(Debug)]
 pub(crate) struct Scheduler {
     groups: Vec<GroupQueue>,
+    /// Bit `i`: group `i`'s queue is non-empty (`MAX_GROUPS` is 64), so `pop` looks only at
+    /// the groups with work, and at none when only one has any.
+    ready: u64,
     min_vruntime: u64,
     len: usize,
 }
+
+const _: () = assert!(MAX_GROUPS <= u64::BITS as usize);
 
 impl Scheduler {
     /// A scheduler with the default group.
     pub(crate) fn new() -> Self {
         let mut s = Scheduler {
             groups: Vec::new(),
+            ready: 0,
             min_vruntime: 0,
             len: 0,
         };
@@ -347,27 +353,31 @@ impl Scheduler {
             g.vruntime = min;
         }
         g.queue.push_back(task);
+        self.ready |= 1 << i;
         self.len += 1;
     }
 
     /// Take the next task: the head of the non-empty group with the least vruntime.
     pub(crate) fn pop(&mut self) -> Option<(u32, TaskRef)> {
-        if self.len == 0 {
+        if self.ready == 0 {
             return None;
         }
-        let mut best: Option<usize> = None;
-        for (i, g) in self.groups.iter().enumerate() {
-            if g.queue.is_empty() {
-                continue;
-            }
-            match best {
-                Some(b) if self.groups[b].vruntime <= g.vruntime => {}
-                _ => best = Some(i),
+        let mut b = self.ready.trailing_zeros() as usize;
+        // Several groups have work: the least vruntime wins, ties going to the group
+        // created first (the lowest index, visited first).
+        let mut rest = self.ready & (self.ready - 1);
+        while rest != 0 {
+            let i = rest.trailing_zeros() as usize;
+            rest &= rest - 1;
+            if self.groups[i].vruntime < self.groups[b].vruntime {
+                b = i;
             }
         }
-        let b = best?;
         let g = &mut self.groups[b];
         let task = g.queue.pop_front()?;
+        if g.queue.is_empty() {
+            self.ready &= !(1 << b);
+        }
         self.len -= 1;
         if g.vruntime > self.min_vruntime {
             self.min_vruntime = g.vruntime;
@@ -382,9 +392,13 @@ impl Scheduler {
         };
         let ns = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
         let shares = u64::from(g.info.shares.get().max(1));
-        g.vruntime = g
-            .vruntime
-            .saturating_add(ns.saturating_mul(VRUNTIME_SCALE) / shares);
+        // The default shares advance at the speed of real time: no division on that path.
+        let weighted = if shares == VRUNTIME_SCALE {
+            ns
+        } else {
+            ns.saturating_mul(VRUNTIME_SCALE) / shares
+        };
+        g.vruntime = g.vruntime.saturating_add(weighted);
         g.runtime_ns = g.runtime_ns.saturating_add(ns);
         g.polls += 1;
         if self.min_vruntime > REBASE_AT {
@@ -405,6 +419,7 @@ impl Scheduler {
         for g in &mut self.groups {
             g.queue.clear();
         }
+        self.ready = 0;
         self.len = 0;
     }
 

@@ -2,7 +2,6 @@
 //! the slab of pending replies, the registry of [`Sharded`](super::Sharded) instances and the
 //! statistics. Owned by one core's executor and touched only on that core's thread.
 
-use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::rc::Rc;
 use alloc::sync::Arc;
@@ -12,6 +11,7 @@ use core::cell::{Cell, RefCell};
 use core::sync::atomic::{fence, Ordering};
 use core::task::{Context, Poll, Waker};
 
+use super::ring::parcel::Parcel;
 use super::ring::{Consumer, Producer};
 use super::{Doorbell, Msg, SmpEndpoint, SmpError, SmpStats};
 use crate::executor::context;
@@ -67,8 +67,8 @@ enum SlotState {
     Free,
     /// The caller awaits; the waker of its last poll.
     Waiting(Option<Waker>),
-    /// The reply arrived: a boxed `Result<T, SmpError>`.
-    Done(Box<dyn Any + Send>),
+    /// The reply arrived: a `Result<T, SmpError>`.
+    Done(Parcel),
     /// No reply will come.
     Failed(SmpError),
     /// The caller's future was dropped; the reply is dropped on arrival.
@@ -263,7 +263,7 @@ impl CoreSmp {
         &self,
         id: ReplyId,
         cx: &mut Context<'_>,
-    ) -> Poll<Result<Box<dyn Any + Send>, SmpError>> {
+    ) -> Poll<Result<Parcel, SmpError>> {
         let mut slab = self.pending.borrow_mut();
         let Some(slot) = slab.get(id) else {
             return Poll::Ready(Err(SmpError::Internal("reply slot vanished")));
@@ -308,7 +308,7 @@ impl CoreSmp {
     }
 
     /// A reply arrived (or a local task finished): fill the slot and wake its awaiter.
-    pub(crate) fn complete(&self, id: ReplyId, value: Box<dyn Any + Send>) {
+    pub(crate) fn complete(&self, id: ReplyId, value: Parcel) {
         let mut slab = self.pending.borrow_mut();
         let Some(slot) = slab.get(id) else {
             // Already failed (its core was declared dead): nobody wants it.
@@ -409,7 +409,7 @@ impl CoreSmp {
     }
 
     /// Deliver a reply to `to` (this core or another). A reply for a dead core is dropped.
-    pub(crate) fn reply(&self, to: usize, id: ReplyId, value: Box<dyn Any + Send>) {
+    pub(crate) fn reply(&self, to: usize, id: ReplyId, value: Parcel) {
         if to == self.index {
             self.complete(id, value);
         } else if let Err(m) = self.send(to, Msg::Reply { id, value }) {
@@ -447,7 +447,7 @@ impl CoreSmp {
             let Some(msg) = msg else { break };
             n += 1;
             match msg {
-                Msg::Run(work) => work(),
+                Msg::Run(work) => work.run(),
                 Msg::Reply { id, value } => self.complete(id, value),
             }
         }
@@ -569,14 +569,29 @@ impl CoreSmp {
         true
     }
 
+    /// Whether core `core` announced that it sleeps (tests wait for it).
+    #[cfg(test)]
+    pub(crate) fn is_sleeping(&self, core: usize) -> bool {
+        self.doorbells[core].sleeping.load(Ordering::SeqCst)
+    }
+
     /// Called by the executor right after `park` returns.
     pub(crate) fn after_park(&self) {
         self.doorbells[self.index].set_sleeping(false);
     }
 
+    /// Messages sent plus received so far: the idle poll spins longer after a busy period
+    /// that changed it.
+    pub(crate) fn activity(&self) -> u64 {
+        self.counters
+            .sent
+            .get()
+            .wrapping_add(self.counters.received.get())
+    }
+
     /// Anything that needs the loop: a message to read, room for overflow, a dead peer owing
     /// replies.
-    fn has_work(&self) -> bool {
+    pub(crate) fn has_work(&self) -> bool {
         self.peers.iter().enumerate().any(|(j, peer)| {
             if j == self.index {
                 return false;

@@ -18,9 +18,11 @@
 //!
 //! # What a message is
 //!
-//! Either work (`Box<dyn FnOnce() + Send>`, which spawns one task on the receiving core), or a
-//! reply (a reply id plus the boxed `Result<T, SmpError>`). The caller's core keeps a slab of
-//! pending replies (id → waker + result). Nothing `!Send` ever crosses a core: the reply is
+//! Either work (a `Send` closure, which spawns one task on the receiving core), or a reply (a
+//! reply id plus the `Result<T, SmpError>`). Both are type-erased "parcels" stored inline in
+//! the 64-byte ring slot when they fit (`ring::parcel`; 40 bytes), boxed otherwise, so a
+//! round trip allocates only the target's task. The caller's core keeps a slab of pending
+//! replies (id → waker + result). Nothing `!Send` ever crosses a core: the reply is
 //! matched to its slot by the receiving core itself, which then wakes its own task.
 //! Messages from one core to another arrive in the order they were sent (overflow included);
 //! there is no order between different pairs.
@@ -28,14 +30,17 @@
 //! # The loop and the doorbell
 //!
 //! Each executor iteration drains every incoming ring (bounded per ring by its capacity),
-//! retries the overflow queues, and publishes what its tasks pushed (batched: a ring's tail is
-//! stored once per iteration, or every `batch` messages). A core is woken through the HAL's
-//! [`Unpark`] only when it may be asleep. Race-free protocol (all three steps on each side are
-//! program-ordered):
+//! retries the overflow queues, and publishes what its tasks pushed (batched: a ring's new
+//! slots are stamped once per iteration, or every `batch` messages; see `ring.rs`). A core
+//! that goes idle after cross-core traffic first polls its rings for a while with its
+//! `sleeping` flag down (the executor's idle polling, `ExecutorConfig::smp_idle_poll`), so
+//! a reply or the next request usually finds it awake and costs no system call on either
+//! side. A core is woken through the HAL's [`Unpark`] only when it may be asleep. Race-free
+//! protocol (all three steps on each side are program-ordered):
 //!
 //! ```text
 //!   receiver, before a blocking park          sender, after publishing
-//!   sleeping[me] = true                       tail.store(t, Release)
+//!   sleeping[me] = true                       stamp.store(p + 1, Release)
 //!   fence(SeqCst)                             fence(SeqCst)
 //!   any ring non-empty? -> sleeping = false,  if sleeping[target]: unpark(target)
 //!                          do not block
@@ -44,7 +49,7 @@
 //!
 //! The two fences are totally ordered: if the receiver's comes first, the sender sees
 //! `sleeping == true` and unparks (an unpark that lands before `park` makes `park` return at
-//! once, per the HAL contract); otherwise the receiver's re-check sees the new tail. So a core
+//! once, per the HAL contract); otherwise the receiver's re-check sees the new stamp. So a core
 //! never sleeps on a published message, and a busy core never gets a syscall.
 //!
 //! # Back-pressure
@@ -94,7 +99,6 @@ use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::any::Any;
 use core::fmt;
 use core::sync::atomic::{AtomicBool, Ordering};
 
@@ -111,6 +115,7 @@ mod tests;
 
 pub(crate) use self::local::CoreSmp;
 use self::local::ReplyId;
+use self::ring::parcel::Parcel;
 use self::ring::{Consumer, Producer};
 pub use self::sharded::Sharded;
 pub use self::submit::{invoke_on_all, invoke_on_others, map_reduce, submit_to, Submit};
@@ -210,15 +215,12 @@ impl SmpConfig {
     }
 }
 
-/// What travels through a ring.
+/// What travels through a ring: 64 bytes, a small payload inline (see `ring::parcel`).
 pub(crate) enum Msg {
-    /// Work for the receiving core; calling it spawns a task there.
-    Run(Box<dyn FnOnce() + Send>),
-    /// The answer to work the receiver sent earlier: a boxed `Result<T, SmpError>`.
-    Reply {
-        id: ReplyId,
-        value: Box<dyn Any + Send>,
-    },
+    /// Work for the receiving core (a closure); running it spawns a task there.
+    Run(Parcel),
+    /// The answer to work the receiver sent earlier: a `Result<T, SmpError>`.
+    Reply { id: ReplyId, value: Parcel },
 }
 
 /// Per-core wake-up state every core can reach.

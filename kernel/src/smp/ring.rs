@@ -1,28 +1,31 @@
 //! The bounded single-producer single-consumer ring that carries messages from one core to
-//! another. The only `unsafe` of the smp module lives here.
+//! another. The only `unsafe` of the smp module lives here (with the inline message payloads
+//! of [`parcel`]).
 //!
 //! # Protocol
 //!
-//! Two free-running counters, `head` (next slot the consumer reads) and `tail` (next slot the
-//! producer writes), each on its own cache line ([`CachePadded`]) so the two cores do not
-//! fight over one line. Slot `i` is `buf[i & mask]`; the ring holds `tail - head` items
-//! (wrapping arithmetic; the capacity is a power of two at most `usize::MAX / 2 + 1`, so the
-//! difference never wraps ambiguously).
+//! Free-running positions: the consumer's `head` (next slot it reads) is shared, on its own
+//! cache line ([`CachePadded`]); the producer's position is private. Slot `i` is
+//! `buf[i & mask]` (the capacity is a power of two at most `usize::MAX / 2 + 1`, so wrapping
+//! differences never alias). Each slot is one cache line (`align(64)`) holding the item and a
+//! **stamp**: the slot at position `p` is full exactly when its stamp is `p + 1`. So the
+//! consumer learns that an item is there and reads it from the *same* line: one cache-line
+//! transfer per message, where a shared `tail` index would cost two (the index, then the
+//! slot). That is the point of the layout: a cross-core round trip then moves two lines, like
+//! a raw ping-pong.
 //!
-//! Both sides work on private copies and publish in batches, because a store to a shared
-//! line is what costs across cores:
-//!
-//! * The producer writes slots past the published `tail` and keeps the new position in
-//!   `local_tail`. [`Producer::flush`] (or the `batch`-th unpublished push) stores it into
-//!   `tail` with `Release`: every slot write before it happens-before the consumer's
-//!   `Acquire` load of `tail` that observes it.
-//! * The consumer reads slots below its `cached_tail` and moves a private `local_head`.
-//!   [`Consumer::release`] (or every `batch`-th pop) stores it into `head` with `Release`:
-//!   the consumer's reads of those slots (moves out of them) happen-before the producer's
-//!   `Acquire` load of `head` that observes it, so the producer never overwrites a slot that
-//!   is still being read.
-//! * Each side re-reads the other's counter only when its cached copy says "empty" (consumer)
-//!   or "full" (producer), so a steady stream costs one shared load per batch, not per item.
+//! * The producer writes items into free slots and publishes them in batches:
+//!   [`Producer::flush`] (or the `batch`-th unpublished push) stores each written slot's stamp
+//!   with `Release`, so the slot write happens-before the consumer's `Acquire` load of the
+//!   stamp that observes it. The stamp stores go to lines the producer has just written, so a
+//!   batch costs no extra transfer.
+//! * The consumer moves items out of stamped slots and advances a private `local_head`;
+//!   [`Consumer::release`] (or every `batch`-th pop) stores it into `head` with `Release`, so
+//!   its moves out happen-before the producer's `Acquire` load of `head` that observes it and
+//!   the producer never overwrites a slot still being read.
+//! * The producer re-reads `head` only when its cached copy says "full", so a steady stream
+//!   costs one shared load per lap at most. A stale stamp (the previous lap's, `p + 1 -
+//!   capacity`) never equals `p + 1`.
 //!
 //! # Sleeping and space
 //!
@@ -39,7 +42,7 @@
 //!
 //! Dropping a [`Producer`] publishes what it wrote; dropping a [`Consumer`] releases what it
 //! read. Each sets a `closed` flag the other side can query. The last half to go drops the
-//! items still in `[head, tail)`, exactly once.
+//! items still stamped from `head` on, exactly once.
 #![allow(unsafe_code)] // slots are written and read through `UnsafeCell<MaybeUninit<T>>`
 
 use alloc::boxed::Box;
@@ -51,11 +54,17 @@ use core::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
 
 use crossbeam_utils::CachePadded;
 
+/// One slot: the item and its stamp on one cache line (two or more for items over 56 bytes).
+#[repr(C, align(64))]
+struct Slot<T> {
+    /// `p + 1` once the item of position `p` is published; anything else: not (yet) full.
+    stamp: AtomicUsize,
+    value: UnsafeCell<MaybeUninit<T>>,
+}
+
 struct Shared<T> {
     /// Next slot the consumer reads (published by the consumer).
     head: CachePadded<AtomicUsize>,
-    /// Next slot the producer writes (published by the producer).
-    tail: CachePadded<AtomicUsize>,
     /// The producer found the ring full and wants to be woken when space appears.
     space_wanted: AtomicBool,
     /// The producer was dropped.
@@ -63,13 +72,13 @@ struct Shared<T> {
     /// The consumer was dropped.
     consumer_closed: AtomicBool,
     mask: usize,
-    buf: Box<[UnsafeCell<MaybeUninit<T>>]>,
+    buf: Box<[Slot<T>]>,
 }
 
 // SAFETY: the ring moves `T`s from the producer's thread to the consumer's, so `T: Send` is
-// required and sufficient. Each slot is accessed by exactly one side at a time: the producer
-// only writes slots in `[tail, head + cap)` and the consumer only reads `[head, tail)`, with
-// the Release/Acquire pairs on `head` and `tail` ordering the hand-over (module docs).
+// required and sufficient. Each slot's value is accessed by exactly one side at a time: the
+// producer only writes slots the consumer released (`head`, Release/Acquire) and the consumer
+// only reads slots the producer stamped (Release/Acquire), as the module docs describe.
 unsafe impl<T: Send> Sync for Shared<T> {}
 // SAFETY: as above; the `Shared` itself owns `T`s that may be dropped on either thread.
 unsafe impl<T: Send> Send for Shared<T> {}
@@ -79,24 +88,33 @@ impl<T> Shared<T> {
         self.mask + 1
     }
 
-    /// Pointer to the slot of position `pos`.
-    fn slot(&self, pos: usize) -> *mut MaybeUninit<T> {
-        self.buf[pos & self.mask].get()
+    /// The slot of position `pos`.
+    fn slot(&self, pos: usize) -> &Slot<T> {
+        &self.buf[pos & self.mask]
+    }
+
+    /// Whether the slot of position `pos` holds that position's published item.
+    fn is_stamped(&self, pos: usize) -> bool {
+        // Acquire pairs with the producer's Release stamp: its write of the item is visible.
+        self.slot(pos).stamp.load(Ordering::Acquire) == pos.wrapping_add(1)
     }
 }
 
 impl<T> Drop for Shared<T> {
     fn drop(&mut self) {
-        // Both halves are gone (we hold the last `Arc`): their final publishes are visible
-        // through the `Arc`'s own release/acquire on the count.
-        let head = *self.head.get_mut();
-        let tail = *self.tail.get_mut();
-        let mut pos = head;
-        while pos != tail {
-            // SAFETY: positions in `[head, tail)` hold initialised items that nobody read
-            // (the consumer released everything it moved out before it dropped); we drop
-            // each exactly once and nobody else can access the ring any more.
-            unsafe { (*self.slot(pos)).assume_init_drop() };
+        // Both halves are gone (we hold the last `Arc`): their final stores are visible
+        // through the `Arc`'s own release/acquire on the count. The producer stamped
+        // everything it wrote when it dropped; the consumer released what it moved out.
+        let mut pos = *self.head.get_mut();
+        let mask = self.mask;
+        for _ in 0..self.capacity() {
+            let slot = &mut self.buf[pos & mask];
+            if *slot.stamp.get_mut() != pos.wrapping_add(1) {
+                break;
+            }
+            // SAFETY: a stamped slot at or after the released head holds an initialised item
+            // nobody moved out; we drop each exactly once and nobody else can access the ring.
+            unsafe { slot.value.get_mut().assume_init_drop() };
             pos = pos.wrapping_add(1);
         }
     }
@@ -122,12 +140,14 @@ pub(crate) fn channel<T: Send>(
     if !capacity.is_power_of_two() || capacity > usize::MAX / 2 + 1 || batch == 0 {
         return Err(BadRingConfig { capacity, batch });
     }
-    let buf: Box<[UnsafeCell<MaybeUninit<T>>]> = (0..capacity)
-        .map(|_| UnsafeCell::new(MaybeUninit::uninit()))
+    let buf: Box<[Slot<T>]> = (0..capacity)
+        .map(|_| Slot {
+            stamp: AtomicUsize::new(0),
+            value: UnsafeCell::new(MaybeUninit::uninit()),
+        })
         .collect();
     let shared = Arc::new(Shared {
         head: CachePadded::new(AtomicUsize::new(0)),
-        tail: CachePadded::new(AtomicUsize::new(0)),
         space_wanted: AtomicBool::new(false),
         producer_closed: AtomicBool::new(false),
         consumer_closed: AtomicBool::new(false),
@@ -148,7 +168,6 @@ pub(crate) fn channel<T: Send>(
             shared,
             local_head: 0,
             released_head: 0,
-            cached_tail: 0,
             batch,
         },
     ))
@@ -157,9 +176,9 @@ pub(crate) fn channel<T: Send>(
 /// The sending half. `Send` (it moves to the producer's core), not `Clone`.
 pub(crate) struct Producer<T> {
     shared: Arc<Shared<T>>,
-    /// Position after the last written slot (may be ahead of the published `tail`).
+    /// Position after the last written slot.
     local_tail: usize,
-    /// What we last stored into `tail`.
+    /// Position after the last stamped (published) slot.
     published_tail: usize,
     /// The consumer's `head` as we last saw it (only ever behind the real one).
     cached_head: usize,
@@ -191,11 +210,10 @@ impl<T> Producer<T> {
                 return Err(value);
             }
         }
-        // SAFETY: `local_tail - head < cap`, so the slot is outside `[head, tail)`: the
-        // consumer will not touch it until we publish a tail past it, and the previous item
-        // there (if any) was moved out before the consumer released it (Acquire above or in
-        // an earlier call).
-        unsafe { (*self.shared.slot(self.local_tail)).write(value) };
+        // SAFETY: `local_tail - head < cap`, so the slot's previous item (if any) was moved
+        // out and released by the consumer (Acquire above or in an earlier call), and the
+        // consumer will not read it before we stamp it.
+        unsafe { (*self.shared.slot(self.local_tail).value.get()).write(value) };
         self.local_tail = self.local_tail.wrapping_add(1);
         if self.unpublished() >= self.batch {
             self.publish();
@@ -210,8 +228,13 @@ impl<T> Producer<T> {
     }
 
     fn publish(&mut self) {
-        // Release: the slot writes above happen-before the consumer's Acquire load.
-        self.shared.tail.store(self.local_tail, Ordering::Release);
+        let mut pos = self.published_tail;
+        while pos != self.local_tail {
+            // Release: the item's write above happens-before the consumer's Acquire load.
+            let next = pos.wrapping_add(1);
+            self.shared.slot(pos).stamp.store(next, Ordering::Release);
+            pos = next;
+        }
         self.published_tail = self.local_tail;
     }
 
@@ -263,8 +286,6 @@ pub(crate) struct Consumer<T> {
     local_head: usize,
     /// What we last stored into `head`.
     released_head: usize,
-    /// The producer's `tail` as we last saw it (only ever behind the real one).
-    cached_tail: usize,
     batch: usize,
 }
 
@@ -285,17 +306,13 @@ impl<T> Consumer<T> {
     /// (without the space-wanted check; call [`release`](Self::release) at the end of a
     /// drain for that).
     pub(crate) fn pop(&mut self) -> Option<T> {
-        if self.local_head == self.cached_tail {
-            // Acquire pairs with the producer's Release publish: the slot writes are visible.
-            self.cached_tail = self.shared.tail.load(Ordering::Acquire);
-            if self.local_head == self.cached_tail {
-                return None;
-            }
+        if !self.shared.is_stamped(self.local_head) {
+            return None;
         }
-        // SAFETY: `local_head < tail` (published), so the slot holds an initialised item that
-        // the producer wrote before its Release store we Acquired; the producer will not touch
-        // it again until we release a head past it. We move the value out exactly once.
-        let value = unsafe { (*self.shared.slot(self.local_head)).assume_init_read() };
+        // SAFETY: the slot carries this position's stamp, which the producer stored (Release,
+        // we Acquired) after writing the item; it will not touch the slot again until we
+        // release a head past it. We move the value out exactly once (`local_head` moves on).
+        let value = unsafe { (*self.shared.slot(self.local_head).value.get()).assume_init_read() };
         self.local_head = self.local_head.wrapping_add(1);
         if self.local_head.wrapping_sub(self.released_head) >= self.batch {
             self.store_head();
@@ -322,13 +339,9 @@ impl<T> Consumer<T> {
             && self.shared.space_wanted.swap(false, Ordering::Relaxed)
     }
 
-    /// Whether an item is published and not yet read (re-reads the producer's `tail`).
+    /// Whether an item is published and not yet read (reads the next slot's stamp).
     pub(crate) fn has_items(&mut self) -> bool {
-        if self.local_head != self.cached_tail {
-            return true;
-        }
-        self.cached_tail = self.shared.tail.load(Ordering::Acquire);
-        self.local_head != self.cached_tail
+        self.shared.is_stamped(self.local_head)
     }
 
     /// The producer was dropped. Items it published before may still be waiting: drain
@@ -347,6 +360,172 @@ impl<T> Drop for Consumer<T> {
             self.store_head();
         }
         self.shared.consumer_closed.store(true, Ordering::Release);
+    }
+}
+
+/// Type-erased payloads that travel in ring slots without an allocation when they are small:
+/// the work closure of a request and the result of a reply. A value of at most
+/// [`PARCEL_BYTES`] bytes and pointer alignment is stored inline; a larger one is boxed and
+/// the box's pointer stored inline. The rest of the unsafe of the smp module.
+pub(crate) mod parcel {
+    use alloc::boxed::Box;
+    use core::any::TypeId;
+    use core::fmt;
+    use core::mem::{align_of, size_of, ManuallyDrop, MaybeUninit};
+    use core::ptr;
+
+    /// Inline payload words. With the vtable pointer and the message header this keeps a
+    /// message at 64 bytes.
+    const WORDS: usize = 5;
+    /// The largest payload stored inline.
+    pub(crate) const PARCEL_BYTES: usize = WORDS * size_of::<usize>();
+
+    type Storage = MaybeUninit<[usize; WORDS]>;
+
+    struct VTable {
+        type_id: fn() -> TypeId,
+        /// Moves the payload out and consumes it: calls it (work) or drops it (values).
+        run: unsafe fn(*mut Storage),
+        /// Drops the payload in place.
+        drop: unsafe fn(*mut Storage),
+    }
+
+    /// Whether `T` is stored inline.
+    const fn fits<T>() -> bool {
+        size_of::<T>() <= PARCEL_BYTES && align_of::<T>() <= align_of::<usize>()
+    }
+
+    /// A `T` written by [`put`].
+    ///
+    /// # Safety
+    /// `p` holds a `T` written by `put::<T>` and not yet read or dropped; afterwards it does
+    /// not.
+    unsafe fn take_out<T>(p: *mut Storage) -> T {
+        if fits::<T>() {
+            // SAFETY: (caller) an initialised `T` lives at the start of the storage, which is
+            // aligned enough (`fits`); reading it moves it out.
+            unsafe { ptr::read(p.cast::<T>()) }
+        } else {
+            // SAFETY: (caller) the storage holds the pointer of a live `Box<T>` we leaked in
+            // `put`; rebuilding the box takes ownership back exactly once.
+            unsafe { *Box::from_raw(ptr::read(p.cast::<*mut T>())) }
+        }
+    }
+
+    fn put<T>(value: T) -> Storage {
+        let mut storage = Storage::uninit();
+        let p = storage.as_mut_ptr();
+        if fits::<T>() {
+            // SAFETY: `T` fits in the storage in size and alignment (`fits`), and the storage
+            // is ours and uninitialised.
+            unsafe { ptr::write(p.cast::<T>(), value) };
+        } else {
+            // SAFETY: a pointer fits in the storage (WORDS >= 1, usize-aligned).
+            unsafe { ptr::write(p.cast::<*mut T>(), Box::into_raw(Box::new(value))) };
+        }
+        storage
+    }
+
+    /// # Safety
+    /// As [`take_out`].
+    unsafe fn drop_payload<T>(p: *mut Storage) {
+        // SAFETY: forwarded from the caller.
+        drop(unsafe { take_out::<T>(p) });
+    }
+
+    /// # Safety
+    /// As [`take_out`].
+    unsafe fn call_payload<F: FnOnce()>(p: *mut Storage) {
+        // SAFETY: forwarded from the caller.
+        let f = unsafe { take_out::<F>(p) };
+        f();
+    }
+
+    struct Table<T>(core::marker::PhantomData<T>);
+
+    impl<T: 'static> Table<T> {
+        const VALUE: VTable = VTable {
+            type_id: TypeId::of::<T>,
+            run: drop_payload::<T>,
+            drop: drop_payload::<T>,
+        };
+    }
+
+    impl<F: FnOnce() + 'static> Table<F> {
+        const WORK: VTable = VTable {
+            type_id: TypeId::of::<F>,
+            run: call_payload::<F>,
+            drop: drop_payload::<F>,
+        };
+    }
+
+    /// A `Send` value or closure of any type, inline when small. Dropping it drops the
+    /// payload.
+    pub(crate) struct Parcel {
+        vtable: &'static VTable,
+        storage: Storage,
+    }
+
+    // SAFETY: every constructor requires the payload to be `Send`, and the storage holds
+    // nothing else (an inline `T` or the pointer of a `Box<T>` owned by the parcel).
+    unsafe impl Send for Parcel {}
+
+    impl fmt::Debug for Parcel {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.debug_struct("Parcel").finish_non_exhaustive()
+        }
+    }
+
+    impl Parcel {
+        /// Wrap a value; get it back with [`take`](Self::take).
+        pub(crate) fn value<T: Send + 'static>(value: T) -> Self {
+            Parcel {
+                vtable: &Table::<T>::VALUE,
+                storage: put(value),
+            }
+        }
+
+        /// Wrap a closure; run it with [`run`](Self::run).
+        pub(crate) fn work<F: FnOnce() + Send + 'static>(f: F) -> Self {
+            Parcel {
+                vtable: &Table::<F>::WORK,
+                storage: put(f),
+            }
+        }
+
+        /// Whether a payload of type `T` would be stored without an allocation.
+        #[cfg(test)]
+        pub(crate) const fn is_inline<T>() -> bool {
+            fits::<T>()
+        }
+
+        /// Call the closure of a [`work`](Self::work) parcel (a value parcel is just
+        /// dropped).
+        pub(crate) fn run(self) {
+            let mut this = ManuallyDrop::new(self);
+            // SAFETY: the storage holds the payload `vtable` was made for (constructors), not
+            // yet consumed; `ManuallyDrop` keeps our `Drop` from consuming it again.
+            unsafe { (this.vtable.run)(&mut this.storage) };
+        }
+
+        /// The value, if it is a `T`; the parcel back otherwise.
+        pub(crate) fn take<T: 'static>(self) -> Result<T, Self> {
+            if (self.vtable.type_id)() != TypeId::of::<T>() {
+                return Err(self);
+            }
+            let mut this = ManuallyDrop::new(self);
+            // SAFETY: the type ids match, so the storage holds a `T` written by `put::<T>`
+            // (constructors), not yet consumed; `ManuallyDrop` prevents a second consumption.
+            Ok(unsafe { take_out::<T>(&mut this.storage) })
+        }
+    }
+
+    impl Drop for Parcel {
+        fn drop(&mut self) {
+            // SAFETY: a parcel that is dropped still owns its payload (`run` and `take`
+            // bypass this drop).
+            unsafe { (self.vtable.drop)(&mut self.storage) };
+        }
     }
 }
 
@@ -582,5 +761,50 @@ mod tests {
         drop(rx);
         let pushed = producer.join().expect("producer");
         assert!(pushed >= seen);
+    }
+
+    #[test]
+    fn parcels_keep_small_values_inline_and_drop_or_return_each_payload_once() {
+        use super::parcel::{Parcel, PARCEL_BYTES};
+        let drops = Arc::new(AtomicUsize::new(0));
+        // Small: inline. Large: boxed. Both come back, and the wrong type is refused.
+        assert!(Parcel::is_inline::<(u64, Counted)>());
+        assert!(!Parcel::is_inline::<[u8; PARCEL_BYTES + 1]>());
+        let p = Parcel::value((7u64, Counted(drops.clone())));
+        let p = p.take::<u32>().expect_err("not a u32");
+        let (v, c) = p.take::<(u64, Counted)>().expect("the right type");
+        assert_eq!(v, 7);
+        drop(c);
+        let big = Parcel::value([3u8; PARCEL_BYTES + 9]);
+        assert_eq!(
+            big.take::<[u8; PARCEL_BYTES + 9]>().map(|a| a[0]).ok(),
+            Some(3)
+        );
+        // Dropped unread, inline and boxed.
+        drop(Parcel::value(Counted(drops.clone())));
+        drop(Parcel::value(([0u64; 8], Counted(drops.clone()))));
+        assert_eq!(drops.load(Ordering::Relaxed), 3);
+        // Work runs once (inline and boxed captures), or drops its captures unrun.
+        let ran = Arc::new(AtomicUsize::new(0));
+        let (r, pad) = (ran.clone(), [1u8; 64]);
+        Parcel::work(move || {
+            r.fetch_add(usize::from(pad[0]), Ordering::Relaxed);
+        })
+        .run();
+        let r = ran.clone();
+        Parcel::work(move || {
+            r.fetch_add(1, Ordering::Relaxed);
+        })
+        .run();
+        let c = Counted(drops.clone());
+        drop(Parcel::work(move || drop(c)));
+        assert_eq!(ran.load(Ordering::Relaxed), 2);
+        assert_eq!(drops.load(Ordering::Relaxed), 4);
+        // Sent to another thread and opened there.
+        let p = Parcel::value(Counted(drops.clone()));
+        std::thread::spawn(move || drop(p.take::<Counted>().ok()))
+            .join()
+            .expect("thread");
+        assert_eq!(drops.load(Ordering::Relaxed), 5);
     }
 }

@@ -1,6 +1,5 @@
 //! [`submit_to`] and the helpers built on it.
 
-use alloc::boxed::Box;
 use alloc::rc::Rc;
 use alloc::vec::Vec;
 use core::fmt;
@@ -10,6 +9,7 @@ use core::pin::Pin;
 use core::task::{Context, Poll};
 
 use super::local::{self, CoreSmp, ReplyId};
+use super::ring::parcel::Parcel;
 use super::{Msg, SmpError};
 
 /// Run `f` on core `core` and get its output back on this core.
@@ -70,7 +70,7 @@ where
     };
     if core == from {
         work();
-    } else if let Err(msg) = smp.send(core, Msg::Run(Box::new(work))) {
+    } else if let Err(msg) = smp.send(core, Msg::Run(Parcel::work(work))) {
         // The target closed since `check_target`: the dead-peer check fails the slot on the
         // next loop iteration (it is counted in `awaiting`). Drop the work here.
         drop(msg);
@@ -106,7 +106,7 @@ impl<T: Send + 'static> ReplyGuard<T> {
         self.sent = true;
         let (to, id) = (self.to, self.id);
         // Outside an executor (cannot happen: tasks run inside one) the reply is dropped.
-        let _ = local::with_smp(move |s| s.reply(to, id, Box::new(result)));
+        let _ = local::with_smp(move |s| s.reply(to, id, Parcel::value(result)));
     }
 }
 
@@ -213,8 +213,8 @@ impl<T: Send + 'static> Future for Submit<T> {
         };
         let state = core::mem::replace(&mut self.state, State::Done);
         let out = match (reply, state) {
-            (Some(Ok(value)), _) => match value.downcast::<Result<T, SmpError>>() {
-                Ok(v) => *v,
+            (Some(Ok(value)), _) => match value.take::<Result<T, SmpError>>() {
+                Ok(v) => v,
                 Err(_) => Err(SmpError::Internal("reply of the wrong type")),
             },
             (Some(Err(e)), _) | (None, State::Failed(e)) => Err(e),

@@ -24,6 +24,7 @@ use alloc::boxed::Box;
 use alloc::sync::Arc;
 use core::cell::{Cell, UnsafeCell};
 use core::future::Future;
+use core::mem::ManuallyDrop;
 use core::pin::Pin;
 use core::ptr::NonNull;
 use core::sync::atomic::{self, AtomicUsize, Ordering};
@@ -112,11 +113,16 @@ pub(crate) struct NewTask<'a> {
 }
 
 impl TaskRef {
-    /// Allocate a task cell holding `future`, with one reference (the returned one).
-    pub(crate) fn new<F: Future + 'static>(future: F, new: NewTask<'_>) -> TaskRef {
+    /// Allocate a task cell holding `future`, with `N` references: the returned ones.
+    /// (Counting them in at creation spares the atomic increments of cloning.)
+    pub(crate) fn new<F: Future + 'static, const N: usize>(
+        future: F,
+        new: NewTask<'_>,
+    ) -> [TaskRef; N] {
+        const { assert!(N >= 1) };
         let cell = Box::new(TaskCell {
             header: Header {
-                refs: AtomicUsize::new(1),
+                refs: AtomicUsize::new(N),
                 state: Cell::new(0),
                 vtable: vtable_for::<F>(),
                 owner: new.owner,
@@ -130,7 +136,7 @@ impl TaskRef {
             stage: UnsafeCell::new(Stage::Running(future)),
         });
         let ptr = NonNull::from(Box::leak(cell)).cast::<Header>();
-        TaskRef { ptr }
+        core::array::from_fn(|_| TaskRef { ptr })
     }
 
     pub(crate) fn header(&self) -> &Header {
@@ -141,7 +147,17 @@ impl TaskRef {
     /// Poll the task's future. Owner thread only, and never re-entrantly for the same task
     /// (the executor guarantees both by setting RUNNING).
     pub(crate) fn poll(&self) -> bool {
-        let waker = self.waker();
+        // The poll's waker borrows this reference rather than taking one of its own, so a
+        // poll costs no reference-count traffic; only clones of it (a future keeping the
+        // waker) count. It is never dropped, so it never gives back a reference it does not
+        // hold.
+        let raw = RawWaker::new(self.ptr.as_ptr().cast_const().cast::<()>(), &WAKER_VTABLE);
+        // SAFETY: WAKER_VTABLE's functions uphold the RawWaker contract for a task pointer
+        // with a counted reference behind it: `self` is one and outlives `waker` (a local
+        // whose borrows end with the poll). `clone` and `wake_by_ref` take new references;
+        // `wake` and `drop` would give one back, but a `ManuallyDrop<Waker>` is never
+        // dropped and `wake` needs an owned `Waker`, which only a clone provides.
+        let waker = ManuallyDrop::new(unsafe { Waker::from_raw(raw) });
         let mut cx = Context::from_waker(&waker);
         // SAFETY: owner thread; RUNNING is set by the caller so nothing else touches the
         // stage during the poll.
@@ -191,13 +207,6 @@ impl TaskRef {
     /// Schedule through the owner's remote queue: works from any thread or context.
     pub(crate) fn schedule_remote(&self) {
         self.header().remote.push(self.clone());
-    }
-
-    fn waker(&self) -> Waker {
-        let raw = RawWaker::new(self.clone().into_raw(), &WAKER_VTABLE);
-        // SAFETY: WAKER_VTABLE's functions uphold the RawWaker contract for a task pointer
-        // that carries one counted reference, which `into_raw` just handed over.
-        unsafe { Waker::from_raw(raw) }
     }
 
     fn into_raw(self) -> *const () {

@@ -99,39 +99,57 @@ impl Future for Sleep {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
-        if executor::now() >= this.deadline {
-            // The timer may not have fired yet (the clock moved since the last expire):
-            // free its entry now rather than leave it to wake us for nothing.
-            this.disarm();
-            return Poll::Ready(());
-        }
-        if this.deadline == Instant::MAX {
-            return Poll::Pending;
-        }
-        let old = executor::with_timers(|w| register(w, &mut this.key, this.deadline, cx.waker()));
+        let deadline = this.deadline;
+        let key = &mut this.key;
+        // One look-up of the core for the wheel and the clock, which is read only when the
+        // answer depends on it: not for a timer that has fired, nor for a deadline beyond the
+        // running task quota (see `executor::CoreClock::passed`).
+        let (ready, old) = executor::with_timers_clock(|w, clock| {
+            if let Some(k) = *key {
+                if w.contains(k) {
+                    if clock.passed(deadline) {
+                        // Due but not fired yet (the clock moved since the last expire):
+                        // free the entry now rather than leave it to wake us for nothing.
+                        *key = None;
+                        return (true, w.cancel(k));
+                    }
+                    return (false, update_waker(w, k, cx.waker()));
+                }
+                *key = None;
+                if w.issued(k) {
+                    // Fired: the wheel fires a timer only once its deadline has passed, and
+                    // `reset` forgets the key of a timer it could not move.
+                    return (true, None);
+                }
+                // A key of another wheel (an executor that ran earlier on this thread).
+            }
+            if clock.passed(deadline) {
+                (true, None)
+            } else if deadline == Instant::MAX {
+                (false, None)
+            } else {
+                *key = Some(w.insert(deadline, cx.waker().clone()));
+                (false, None)
+            }
+        });
+        // Wakers are dropped outside the wheel's borrow (see `disarm`).
         drop(old);
-        Poll::Pending
+        if ready {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
     }
 }
 
-/// Make sure the wheel holds a timer for `deadline` with a waker that wakes `waker`'s task.
-/// Returns a replaced waker, for the caller to drop outside the wheel's borrow.
-fn register(
-    wheel: &mut TimerWheel<Waker>,
-    key: &mut Option<TimerKey>,
-    deadline: Instant,
-    waker: &Waker,
-) -> Option<Waker> {
-    if let Some(stored) = key.and_then(|k| wheel.get_mut(k)) {
-        if stored.will_wake(waker) {
-            return None;
-        }
-        return Some(core::mem::replace(stored, waker.clone()));
+/// Keep the waker stored with pending timer `key` current. Returns a replaced waker, for the
+/// caller to drop outside the wheel's borrow.
+fn update_waker(wheel: &mut TimerWheel<Waker>, key: TimerKey, waker: &Waker) -> Option<Waker> {
+    let stored = wheel.get_mut(key)?;
+    if stored.will_wake(waker) {
+        return None;
     }
-    // Never registered, or the timer fired although the clock is not yet at the deadline
-    // (the sleep was reset later): register it (again).
-    *key = Some(wheel.insert(deadline, waker.clone()));
-    None
+    Some(core::mem::replace(stored, waker.clone()))
 }
 
 impl Drop for Sleep {

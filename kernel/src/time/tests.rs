@@ -207,6 +207,37 @@ fn a_stale_sleep_cannot_cancel_another_executors_timer() {
 }
 
 #[test]
+#[allow(clippy::async_yields_async)] // hands the registered `Sleep` out on purpose
+fn a_sleep_carried_to_a_later_executor_is_not_taken_for_fired() {
+    // Its key names the first executor's wheel, where it is gone; the second wheel did not
+    // issue it, so the sleep waits for its deadline on the second core's clock.
+    let carried = run(async {
+        let mut s = sleep(ms(10));
+        assert!(poll_once(&mut s).await.is_pending());
+        s
+    });
+    run(async move {
+        let mut carried = carried;
+        assert!(poll_once(&mut carried).await.is_pending());
+        assert_eq!(pending_timers(), 1);
+        carried.await;
+        assert_eq!(now(), t(ms(10)));
+    });
+}
+
+#[test]
+fn a_fired_sleep_is_ready_when_polled_again() {
+    run(async {
+        let mut s = sleep(ms(5));
+        assert!(poll_once(&mut s).await.is_pending());
+        // A second timer, later: the core jumps to 5 ms and fires `s`'s timer, then to 7 ms.
+        sleep(ms(7)).await;
+        assert_eq!(pending_timers(), 0);
+        assert!(poll_once(&mut s).await.is_ready());
+    });
+}
+
+#[test]
 fn timeout_passes_the_output_through() {
     run(async {
         assert_eq!(timeout(ms(10), async { 7 }).await, Ok(7));

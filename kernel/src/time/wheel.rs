@@ -124,7 +124,8 @@ pub struct TimerWheel<T> {
     /// Due timers taken out of the wheel but not yet handed to `expire`'s callback, in
     /// reverse firing order. Empty except after the callback panicked: the rest are then
     /// delivered by the next `expire`, so no timer is lost or fired twice.
-    fired: Vec<(u64, u64, T)>,
+    /// Each with its `(deadline << 64) | seq`, the firing order.
+    fired: Vec<(u128, T)>,
 }
 
 impl<T> TimerWheel<T> {
@@ -231,6 +232,11 @@ impl<T> TimerWheel<T> {
         self.live(key).is_some()
     }
 
+    /// `true` if this wheel issued `key`, whether or not its timer is still pending.
+    pub fn issued(&self, key: TimerKey) -> bool {
+        key.wheel == self.id
+    }
+
     /// Move a pending timer to `new_deadline`, keeping its key and storage. For ordering among
     /// equal deadlines it counts as inserted now. Returns `false` (and does nothing) if `key`
     /// has fired or been cancelled.
@@ -296,11 +302,17 @@ impl<T> TimerWheel<T> {
             // The slot starts at or before `now_tick` and all other timers are later, so the
             // wheel can move to its start.
             self.elapsed = start;
-            if level > 0 {
+            if now_ns >= slot_last_ns(start, level) {
+                // The whole slot is due (the usual case once time has moved past it): take
+                // every timer at once, one visit each, rather than cascade them level by
+                // level down to level 0 and visit them again there.
+                self.take_all(id);
+            } else if level > 0 {
                 self.cascade(id);
                 continue;
+            } else {
+                self.take_due(id, now_ns);
             }
-            self.take_due(id, now_ns);
             self.deliver(&mut f);
             if self.heads[id] != NIL {
                 // What is left of the current tick is due after `now`; all else is later.
@@ -352,6 +364,7 @@ impl<T> TimerWheel<T> {
     }
 
     /// File an unlinked live entry in the slot its deadline belongs to.
+    #[inline(always)]
     fn link(&mut self, index: u32) {
         let deadline = self.entries[index as usize].deadline;
         // A deadline already behind the wheel goes to the current tick: due at next expire.
@@ -418,6 +431,28 @@ impl<T> TimerWheel<T> {
         }
     }
 
+    /// Move every timer of slot `id` (of any level) to `self.fired`, sorted for `deliver`.
+    /// The caller knows they are all due.
+    fn take_all(&mut self, id: usize) {
+        let mut index = self.heads[id];
+        self.clear_slot(id);
+        while index != NIL {
+            let (deadline, seq, next) = {
+                let e = &self.entries[index as usize];
+                (e.deadline, e.seq, e.next)
+            };
+            // The list is dropped as a whole: no entry needs unlinking from its neighbours.
+            self.len -= 1;
+            if let Some(value) = self.free(index) {
+                self.fired.push((order_key(deadline, seq), value));
+            }
+            index = next;
+        }
+        // Slots are visited in time order and hold disjoint tick ranges, so sorting this
+        // batch is enough for global order. Reversed, so `deliver` can pop.
+        self.fired.sort_unstable_by_key(|&(key, _)| Reverse(key));
+    }
+
     /// Move the timers of level-0 slot `id` with deadline `<= now_ns` to `self.fired`, sorted
     /// for `deliver`; the rest stay, and the slot's minimum becomes exact.
     fn take_due(&mut self, id: usize, now_ns: u64) {
@@ -432,7 +467,7 @@ impl<T> TimerWheel<T> {
                 self.unlink(index);
                 self.len -= 1;
                 if let Some(value) = self.free(index) {
-                    self.fired.push((deadline, seq, value));
+                    self.fired.push((order_key(deadline, seq), value));
                 }
             } else {
                 min = min.min(deadline);
@@ -444,21 +479,32 @@ impl<T> TimerWheel<T> {
         }
         // One slot is one tick and later slots hold strictly later deadlines, so sorting
         // this batch is enough for global order. Reversed, so `deliver` can pop.
-        self.fired
-            .sort_unstable_by_key(|&(deadline, seq, _)| Reverse((deadline, seq)));
+        self.fired.sort_unstable_by_key(|&(key, _)| Reverse(key));
     }
 
     /// Hand out `self.fired`, earliest first. Popping one at a time leaves the rest in place
     /// if `f` panics.
     fn deliver(&mut self, f: &mut impl FnMut(T)) {
-        while let Some((_, _, value)) = self.fired.pop() {
+        while let Some((_, value)) = self.fired.pop() {
             f(value);
         }
     }
 }
 
+/// Firing order: by deadline, ties by insertion order. One `u128` compares faster than a pair.
+fn order_key(deadline: u64, seq: u64) -> u128 {
+    (u128::from(deadline) << 64) | u128::from(seq)
+}
+
 fn tick_of(nanos: u64) -> u64 {
     nanos >> TICK_SHIFT
+}
+
+/// The last nanosecond covered by the slot of `level` that starts at tick `start`.
+fn slot_last_ns(start: u64, level: usize) -> u64 {
+    let last_tick = start | ((1u64 << (SLOT_BITS * level as u32)) - 1);
+    // `last_tick < 2^54`, so the shift cannot overflow.
+    (last_tick << TICK_SHIFT) | ((1u64 << TICK_SHIFT) - 1)
 }
 
 /// The level at which a timer due at `tick` is filed when the wheel is at `elapsed`: that of

@@ -264,7 +264,9 @@ where
     let _watch = watchdog::set_current(local.as_ref().map(|l| l.shared().clone()));
     let config = ExecutorConfig::default()
         .task_quota(spec.sched.task_quota)
-        .stall_threshold(spec.sched.stall_threshold);
+        .stall_threshold(spec.sched.stall_threshold)
+        .idle_poll(spec.sched.idle_poll)
+        .smp_idle_poll(spec.sched.smp_idle_poll);
     let mut executor = Executor::with_config(Watched::new(platform, local), config);
     executor
         .attach_smp(spec.smp)

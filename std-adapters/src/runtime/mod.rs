@@ -39,7 +39,8 @@ pub use crate::io_handle::{current_backend, current_core, io_stats, IoStats};
 use crate::shutdown::{self, ShutdownHandle};
 use crate::sys;
 pub use seastar_kernel::executor::{
-    ExecutorStats, GroupStats, StallReport, DEFAULT_STALL_THRESHOLD, DEFAULT_TASK_QUOTA,
+    ExecutorStats, GroupStats, StallReport, DEFAULT_SMP_IDLE_POLL, DEFAULT_STALL_THRESHOLD,
+    DEFAULT_TASK_QUOTA,
 };
 
 /// Settings for a [`Runtime`]; from [`Runtime::builder`].
@@ -61,6 +62,8 @@ pub(crate) struct SchedSettings {
     pub(crate) task_quota: Duration,
     pub(crate) stall_threshold: Duration,
     pub(crate) watchdog: bool,
+    pub(crate) idle_poll: Duration,
+    pub(crate) smp_idle_poll: Duration,
 }
 
 impl Default for SchedSettings {
@@ -69,6 +72,8 @@ impl Default for SchedSettings {
             task_quota: DEFAULT_TASK_QUOTA,
             stall_threshold: DEFAULT_STALL_THRESHOLD,
             watchdog: true,
+            idle_poll: Duration::ZERO,
+            smp_idle_poll: DEFAULT_SMP_IDLE_POLL,
         }
     }
 }
@@ -159,6 +164,29 @@ impl Builder {
     /// stuck in a blocking call never returns for the kernel to report it). Default on.
     pub fn stall_watchdog(mut self, on: bool) -> Self {
         self.sched.watchdog = on;
+        self
+    }
+
+    /// How long an idle core keeps polling (cross-core rings, wakes, completions that need no
+    /// system call, timers) before it sleeps in the kernel, after every busy period: Seastar's
+    /// idle poll time. Lower latency for everything (no sleep/wake system calls while traffic
+    /// keeps coming), at the price of a busy CPU: a server idle for longer than the window
+    /// still sleeps, but one with a message every few tens of microseconds spins between
+    /// them. Default zero (see [`Builder::smp_idle_poll`] for the cross-core case).
+    pub fn idle_poll(mut self, window: Duration) -> Self {
+        self.sched.idle_poll = window;
+        self
+    }
+
+    /// How long an idle core keeps polling after a busy period that sent or received a
+    /// cross-core message (a `submit_to` awaiting its reply; a core serving requests from
+    /// others), before it sleeps. The larger of this and [`Builder::idle_poll`] applies.
+    /// Default [`DEFAULT_SMP_IDLE_POLL`] (50 µs, about what a sleep and its wake-up cost, so
+    /// spinning never costs more than twice the better choice); cores that never talk to
+    /// each other never spin. Zero parks at once (each cross-core round trip to an idle
+    /// core then pays two wake-ups).
+    pub fn smp_idle_poll(mut self, window: Duration) -> Self {
+        self.sched.smp_idle_poll = window;
         self
     }
 

@@ -186,3 +186,97 @@ fn io_stats_are_per_core() {
     }
     assert!(io_stats().is_none());
 }
+
+fn with_backends(b: Builder) -> Vec<Runtime> {
+    let mut v = vec![b
+        .clone()
+        .backend(Backend::Mio)
+        .build()
+        .expect("mio runtime")];
+    match b.backend(Backend::IoUring).build() {
+        Ok(rt) => v.push(rt),
+        Err(e) => eprintln!("io_uring unavailable here, skipping: {e}"),
+    }
+    v
+}
+
+/// With an idle poll window far longer than any reply takes, core 0 never sleeps in the
+/// kernel while it awaits its replies: each arrives during the spin. (The window only bounds
+/// the spin; nothing here depends on how fast the replies are.)
+#[test]
+fn replies_arriving_during_the_idle_poll_need_no_sleep() {
+    let b = Runtime::builder()
+        .cores(2)
+        .pin(false)
+        .smp_idle_poll(Duration::from_secs(120));
+    for rt in with_backends(b) {
+        let out = rt
+            .run_on_all(|core| async move {
+                if core != 0 {
+                    return None;
+                }
+                let before = core_stats().expect("stats").executor;
+                for i in 0..200u32 {
+                    let r = crate::smp::submit_to(1, move || async move { i + 1 }).await;
+                    assert_eq!(r, Ok(i + 1));
+                }
+                let after = core_stats().expect("stats").executor;
+                Some((before, after))
+            })
+            .expect("run");
+        let (before, after) = out[0].clone().expect("core 0");
+        assert_eq!(
+            after.sleeps,
+            before.sleeps,
+            "{}: slept awaiting",
+            rt.backend()
+        );
+        assert!(after.idle_spin_hits - before.idle_spin_hits >= 200);
+    }
+}
+
+/// Without idle polling every idle core parks at once, and round trips still complete (each
+/// woken through its doorbell).
+#[test]
+fn without_idle_polling_cores_park_and_still_answer() {
+    let b = Runtime::builder()
+        .cores(2)
+        .pin(false)
+        .idle_poll(Duration::ZERO)
+        .smp_idle_poll(Duration::ZERO);
+    for rt in with_backends(b) {
+        let out = rt
+            .run_on_all(|core| async move {
+                if core == 0 {
+                    for i in 0..50u32 {
+                        let r = crate::smp::submit_to(1, move || async move { i }).await;
+                        assert_eq!(r, Ok(i));
+                    }
+                }
+                core_stats().expect("stats").executor
+            })
+            .expect("run");
+        assert!(out.iter().all(|e| e.idle_spins == 0), "{}", rt.backend());
+        assert!(out[0].sleeps >= 1);
+    }
+}
+
+/// `idle_poll` makes every idle period spin (here, a core that never talks to another).
+#[test]
+fn idle_poll_spins_after_any_busy_period() {
+    let b = Runtime::builder()
+        .cores(1)
+        .pin(false)
+        .idle_poll(Duration::from_micros(20));
+    for rt in with_backends(b) {
+        let stats = rt
+            .run_on_one(|| async {
+                for _ in 0..3 {
+                    crate::time::sleep(Duration::from_millis(1)).await;
+                }
+                core_stats().expect("stats").executor
+            })
+            .expect("run");
+        assert!(stats.idle_spins >= 3, "{}: {stats:?}", rt.backend());
+    }
+}

@@ -6,7 +6,7 @@
 //!
 //! ```text
 //!  core thread (every poll, through the HAL hook `Platform::stall_watch`)   watchdog thread
-//!    poll_started: names changed? -> try_lock + copy (rare)                 every threshold/4:
+//!    poll_started: names changed? -> try_lock + copy (rare; not root)       every threshold/4:
 //!                  task_id.store; poll_start.store(start, Release)           start = poll_start
 //!    ... the task runs ...                                                   now - start >= threshold
 //!    poll_ended:   poll_start.store(0, Release)                              and not yet reported?
@@ -26,6 +26,12 @@ use std::thread;
 use std::time::{Duration, Instant as StdInstant};
 
 use seastar_hal::{Instant, Platform, PollInfo, StallWatch};
+use seastar_kernel::executor::ROOT_NAME;
+use seastar_kernel::sched::DEFAULT_GROUP_NAME;
+
+/// The task id under which the kernel watches the root future of `block_on` (named
+/// [`ROOT_NAME`], in the default group).
+const ROOT_TASK_ID: u64 = 0;
 
 /// One core's published state, shared with the watchdog thread.
 #[derive(Debug)]
@@ -140,7 +146,10 @@ impl StallWatch for WatchLocal {
     fn poll_started(&self, poll: &PollInfo<'_>) {
         let shared = &*self.shared;
         let mut cache = self.cache.borrow_mut();
-        if !cache.matches(poll) {
+        // The root future (task 0) always has the same names, which `check` knows: keeping
+        // them out of the cache spares a republish on every root/task alternation (a task
+        // handing its result to the root), which would otherwise be the common case.
+        if poll.task_id != ROOT_TASK_ID && !cache.matches(poll) {
             // Never block the core: if the watchdog is reading the names right now, publish
             // them on a later poll and let it know these may be old.
             let guard = match shared.names.try_lock() {
@@ -278,11 +287,18 @@ impl Watchdog {
             return;
         }
         let id = w.task_id.load(Ordering::Relaxed);
-        let (task, group) = {
+        let (task, group, stale) = if id == ROOT_TASK_ID {
+            (
+                Some(ROOT_NAME.to_owned()),
+                DEFAULT_GROUP_NAME.to_owned(),
+                false,
+            )
+        } else {
             let names = w.lock_names();
-            (names.task.clone(), names.group.clone())
+            let (task, group) = (names.task.clone(), names.group.clone());
+            drop(names);
+            (task, group, w.names_stale.load(Ordering::Relaxed))
         };
-        let stale = w.names_stale.load(Ordering::Relaxed);
         if w.poll_start.load(Ordering::Acquire) != start {
             // It returned meanwhile; the kernel reports it (with exact names) itself.
             return;
