@@ -294,7 +294,13 @@ struct RunResult {
     outcome: Result<String, String>,
 }
 
+/// `cargo xtask bench`: the servers (below), then the Raft section, which lives in
+/// `bench_raft.rs` and appends itself to the report this writes.
 pub fn run(args: &[String]) -> ExitCode {
+    crate::bench_raft::around(args, &target_dir().join("bench-report"), run_servers)
+}
+
+fn run_servers(args: &[String]) -> ExitCode {
     let opts = match parse(args) {
         Ok(Some(o)) => o,
         Ok(None) => {

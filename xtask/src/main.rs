@@ -11,6 +11,7 @@
 //! No dependencies: only `std`, so the tasks build in seconds on a fresh clone.
 
 mod bench;
+mod bench_raft;
 mod run;
 mod setup;
 mod test;
@@ -32,7 +33,8 @@ TASKS:
             See `cargo xtask test --help` for its options.
     bench   Benchmark servers side by side: echo (ours, tokio, monoio, a raw io_uring
             floor) under `loadgen`, HTTP plaintext (ours, hyper, monoio) under `wrk`; prints a
-            markdown table and writes it with the raw figures to target/bench-report/.
+            markdown table and writes it with the raw figures to target/bench-report/;
+            then our Raft core against raft-rs (commits/s, 3 nodes in one process).
             `--quick`: a reduced matrix (< 2 minutes). See `cargo xtask bench --help`.
             Not part of `test`.
     help    Print this message.

@@ -102,7 +102,9 @@ impl Unstable {
 
     /// Appends entries that directly follow index `ents[0].index - 1`, which the caller
     /// guarantees is within `[offset - 1, last]` or below `offset` (replacing everything).
-    fn truncate_and_append(&mut self, ents: &[Entry]) {
+    /// Takes the entries by value: they are moved in, not cloned (payloads are the bulk of a
+    /// log's bytes, and every proposal and every received append passes here).
+    fn truncate_and_append(&mut self, mut ents: Vec<Entry>) {
         let Some(first) = ents.first() else { return };
         let from = first.index;
         let end = self.offset + self.entries.len() as u64;
@@ -116,7 +118,7 @@ impl Unstable {
         } else {
             self.entries.truncate((from - self.offset) as usize);
         }
-        self.entries.extend_from_slice(ents);
+        self.entries.append(&mut ents);
         if self.offset_in_progress > from {
             self.offset_in_progress = from.max(self.offset);
         }
@@ -257,13 +259,13 @@ impl<S: Storage> RaftLog<S> {
         prev_index: Index,
         prev_term: Term,
         commit: Index,
-        ents: &[Entry],
+        mut ents: Vec<Entry>,
     ) -> AppendOutcome {
         if !self.match_term(prev_index, prev_term) {
             return AppendOutcome::Mismatch;
         }
         let last_new = prev_index + ents.len() as u64;
-        let ci = self.find_conflict(ents);
+        let ci = self.find_conflict(&ents);
         if ci != 0 && ci <= self.committed {
             // A leader tried to rewrite committed history. Raft's safety argument says an
             // honest leader never does; refuse rather than corrupt the state machine.
@@ -271,15 +273,17 @@ impl<S: Storage> RaftLog<S> {
         }
         if ci != 0 {
             let skip = (ci - prev_index - 1) as usize;
-            if let Some(rest) = ents.get(skip..) {
-                self.append(rest);
+            if skip < ents.len() {
+                // Keep only the new suffix, moving it (the common case skips nothing).
+                ents.drain(..skip);
+                self.append(ents);
             }
         }
         self.commit_to(commit.min(last_new));
         AppendOutcome::Appended(last_new)
     }
 
-    pub fn append(&mut self, ents: &[Entry]) -> Index {
+    pub fn append(&mut self, ents: Vec<Entry>) -> Index {
         if ents.is_empty() {
             return self.last_index();
         }
@@ -327,17 +331,15 @@ impl<S: Storage> RaftLog<S> {
     }
 
     /// Committed, durable entries not yet handed out, up to `max_size` bytes. Every entry is
-    /// checksum-verified: a corrupt entry is an error, never applied.
+    /// checksum-verified, once: they are all durable, so they all come from
+    /// [`Storage::entries`], which verifies each entry it hands out (its contract). A
+    /// corrupt entry is an error, never applied.
     pub fn next_committed_entries(&self, max_size: u64) -> Result<Vec<Entry>> {
         if !self.has_next_committed_entries() {
             return Ok(Vec::new());
         }
         let lo = (self.applying + 1).max(self.first_index());
-        let ents = self.slice(lo, self.max_appliable() + 1, max_size)?;
-        for e in &ents {
-            e.verify()?;
-        }
-        Ok(ents)
+        self.slice(lo, self.max_appliable() + 1, max_size)
     }
 
     pub fn next_unstable_entries(&self) -> &[Entry] {
@@ -408,7 +410,9 @@ impl<S: Storage> RaftLog<S> {
             let mut size: u64 = out.iter().map(Entry::size).sum();
             let a = (from - off) as usize;
             let b = (hi - off) as usize;
-            for e in self.unstable.entries.get(a..b).unwrap_or(&[]) {
+            let range = self.unstable.entries.get(a..b).unwrap_or(&[]);
+            out.reserve(range.len());
+            for e in range {
                 size += e.size();
                 if !out.is_empty() && size > max_size {
                     break;
@@ -495,7 +499,7 @@ mod tests {
                             .map(|k| Entry::new(term, (pos + 1 + k as usize) as u64, EntryKind::Normal, vec![k]))
                             .collect();
                         model.extend(ents.iter().map(|e| e.term));
-                        log.append(&ents);
+                        log.append(ents);
                     }
                     Op::HandOut => {
                         let ents = log.next_unstable_entries().to_vec();

@@ -317,8 +317,12 @@ impl<S: Storage> Raft<S> {
         self.pending_conf_index = self.log.last_index();
         // The no-op of the new term: committing it commits everything before (Figure 8).
         let idx = self.log.last_index() + 1;
-        self.log
-            .append(&[Entry::new(self.term, idx, EntryKind::Normal, Vec::new())]);
+        self.log.append(vec![Entry::new(
+            self.term,
+            idx,
+            EntryKind::Normal,
+            Vec::new(),
+        )]);
         self.maybe_commit_self();
     }
 

@@ -102,13 +102,14 @@ impl<S: Storage> RawNode<S> {
 
     /// Proposes application data; returns the index it will have if committed.
     pub fn propose(&mut self, data: Vec<u8>) -> Result<Index> {
-        self.raft.propose(alloc::vec![(EntryKind::Normal, data)])
+        self.raft
+            .propose(core::iter::once((EntryKind::Normal, data)))
     }
 
     /// Proposes several entries at once (all or none are accepted).
     pub fn propose_batch(&mut self, items: Vec<Vec<u8>>) -> Result<Index> {
         self.raft
-            .propose(items.into_iter().map(|d| (EntryKind::Normal, d)).collect())
+            .propose(items.into_iter().map(|d| (EntryKind::Normal, d)))
     }
 
     /// Proposes a membership change. It takes effect when the application calls
