@@ -12,6 +12,7 @@
 //! | `tcp_semantics.rs` | half-close both ways with each side ours; `ConnectionRefused`; peer reset → `ConnectionReset` (pending read, read after data, write) then `BrokenPipe`; our `SO_LINGER` 0 close resets the peer; zero-length operations; idle wake-up latency, sticky EOF |
 //! | `misbehave.rs` | the server survives: a reset mid-message, a client that never reads (backpressure; others served meanwhile), a burst of resets before accept, a panicking handler, a busy handler |
 //! | `cancellation.rs` | dropped in-flight read / accept / connect / write: nothing lost, no freed memory sent, everything still usable |
+//! | `pooled_recv.rs` | `recv()` into the core's buffer pool: 32 connections × 1 B..=64 KiB echoed zero-copy, every byte checked; pool exhaustion (200 connections holding buffers) and recovery; a slow consumer paused at its hold limit without starving 16 others; EOF; `try_recv`; dropped `recv` futures and 64 dropped streams with receives in flight leak no buffer |
 //! | `buffers.rs` | the owned-buffer contract: read fills from the start within capacity, `Slice` windows, `writev_all` with 3,000 buffers, `writev` over `UIO_MAXIOV` |
 //! | `split_halves.rs` | `into_split` / `reunite`, dropping one half, `shutdown(Read)` wakes a pending read |
 //! | `listener.rs` | several tasks accepting on one listener, dropping a listener with queued connections, `SO_REUSEPORT` across runtimes |
