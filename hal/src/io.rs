@@ -311,55 +311,37 @@ pub trait IoDriver {
     }
 }
 
-impl<D: IoDriver + ?Sized> IoDriver for &D {
-    unsafe fn submit(&self, op: RawOp) -> Result<OpId, IoError> {
-        // SAFETY: forwarded with the caller's guarantee.
-        unsafe { (**self).submit(op) }
-    }
-    fn poll_op(&self, id: OpId, cx: &mut Context<'_>) -> Poll<Completion> {
-        (**self).poll_op(id, cx)
-    }
-    fn cancel(&self, id: OpId, keepalive: Box<dyn Any>) {
-        (**self).cancel(id, keepalive)
-    }
-    fn in_flight(&self) -> usize {
-        (**self).in_flight()
-    }
-    fn create_pool(&self, count: u16, size: u32) -> Result<PoolId, IoError> {
-        (**self).create_pool(count, size)
-    }
-    fn pool_buffer(&self, pool: PoolId, bid: u16) -> Option<(*const u8, usize)> {
-        (**self).pool_buffer(pool, bid)
-    }
-    fn release_buffer(&self, pool: PoolId, bid: u16) {
-        (**self).release_buffer(pool, bid)
-    }
+/// A shared reference or an `Rc` to a driver is a driver: every method forwards.
+macro_rules! forward_io_driver {
+    ($($pointer:ty),+) => {$(
+        impl<D: IoDriver + ?Sized> IoDriver for $pointer {
+            unsafe fn submit(&self, op: RawOp) -> Result<OpId, IoError> {
+                // SAFETY: forwarded with the caller's guarantee.
+                unsafe { (**self).submit(op) }
+            }
+            fn poll_op(&self, id: OpId, cx: &mut Context<'_>) -> Poll<Completion> {
+                (**self).poll_op(id, cx)
+            }
+            fn cancel(&self, id: OpId, keepalive: Box<dyn Any>) {
+                (**self).cancel(id, keepalive)
+            }
+            fn in_flight(&self) -> usize {
+                (**self).in_flight()
+            }
+            fn create_pool(&self, count: u16, size: u32) -> Result<PoolId, IoError> {
+                (**self).create_pool(count, size)
+            }
+            fn pool_buffer(&self, pool: PoolId, bid: u16) -> Option<(*const u8, usize)> {
+                (**self).pool_buffer(pool, bid)
+            }
+            fn release_buffer(&self, pool: PoolId, bid: u16) {
+                (**self).release_buffer(pool, bid)
+            }
+        }
+    )+};
 }
 
-impl<D: IoDriver + ?Sized> IoDriver for Rc<D> {
-    unsafe fn submit(&self, op: RawOp) -> Result<OpId, IoError> {
-        // SAFETY: forwarded with the caller's guarantee.
-        unsafe { (**self).submit(op) }
-    }
-    fn poll_op(&self, id: OpId, cx: &mut Context<'_>) -> Poll<Completion> {
-        (**self).poll_op(id, cx)
-    }
-    fn cancel(&self, id: OpId, keepalive: Box<dyn Any>) {
-        (**self).cancel(id, keepalive)
-    }
-    fn in_flight(&self) -> usize {
-        (**self).in_flight()
-    }
-    fn create_pool(&self, count: u16, size: u32) -> Result<PoolId, IoError> {
-        (**self).create_pool(count, size)
-    }
-    fn pool_buffer(&self, pool: PoolId, bid: u16) -> Option<(*const u8, usize)> {
-        (**self).pool_buffer(pool, bid)
-    }
-    fn release_buffer(&self, pool: PoolId, bid: u16) {
-        (**self).release_buffer(pool, bid)
-    }
-}
+forward_io_driver!(&D, Rc<D>);
 
 /// An in-flight operation that owns its buffers (`T`) and the driver handle (`D`, usually a
 /// reference or an `Rc`). Awaiting it yields the completion and the buffers back.
