@@ -57,6 +57,8 @@
 mod confchange;
 mod config;
 mod crc;
+#[cfg(target_arch = "x86_64")]
+mod crc_hw;
 mod election;
 mod error;
 mod log;
