@@ -72,19 +72,40 @@ pub enum IoStats {
 struct Installed {
     core: usize,
     io: CoreIo,
+    /// The size of the receive pool to create.
+    pool_size: RecvPoolSize,
     /// The core's receive pool, created by the first `recv()` on the core.
     pool: Option<PoolId>,
 }
 
-/// Buffers in each core's receive pool (a power of two, as io_uring's buffer ring needs).
-/// 1,024 ran dry at 256 connections × 64 KiB in flight (every receive then ended with
+/// Default buffers in each core's receive pool (a power of two, as io_uring's buffer ring
+/// needs). 1,024 ran dry at 256 connections × 64 KiB in flight (every receive then ended with
 /// ENOBUFS and was re-armed: measurable kernel and driver work); 4,096 is what the raw
 /// io_uring floor server uses.
-pub(crate) const RECV_POOL_BUFFERS: u16 = 4096;
-/// Bytes per receive-pool buffer: the most one `recv()` returns. With
-/// [`RECV_POOL_BUFFERS`], 64 MiB of address space per core, created by the core's first
-/// `recv()` and touched (made resident) only as buffers get used.
-pub(crate) const RECV_BUF_SIZE: u32 = 16 * 1024;
+pub const DEFAULT_RECV_POOL_BUFFERS: u16 = 4096;
+/// Default bytes per receive-pool buffer: the most one `recv()` returns. With
+/// [`DEFAULT_RECV_POOL_BUFFERS`], 64 MiB of address space per core, created by the core's
+/// first `recv()` and touched (made resident) only as buffers get used.
+pub const DEFAULT_RECV_BUF_SIZE: u32 = 16 * 1024;
+
+/// Most buffers a pool may have: io_uring's buffer ring holds at most 32,768 entries.
+pub(crate) const MAX_RECV_POOL_BUFFERS: u16 = 32 * 1024;
+
+/// How big each core's receive pool is (see `Builder::recv_pool`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct RecvPoolSize {
+    pub(crate) buffers: u16,
+    pub(crate) buffer_size: u32,
+}
+
+impl Default for RecvPoolSize {
+    fn default() -> Self {
+        RecvPoolSize {
+            buffers: DEFAULT_RECV_POOL_BUFFERS,
+            buffer_size: DEFAULT_RECV_BUF_SIZE,
+        }
+    }
+}
 
 /// The core's receive pool, created on first use.
 pub(crate) fn recv_pool(io: &CoreIo) -> io::Result<PoolId> {
@@ -97,7 +118,7 @@ pub(crate) fn recv_pool(io: &CoreIo) -> io::Result<PoolId> {
             return Ok(p);
         }
         let p = io
-            .create_pool(RECV_POOL_BUFFERS, RECV_BUF_SIZE)
+            .create_pool(inst.pool_size.buffers, inst.pool_size.buffer_size)
             .map_err(crate::error::to_io)?;
         inst.pool = Some(p);
         Ok(p)
@@ -123,11 +144,12 @@ impl Drop for InstallGuard {
 }
 
 /// Make `io` this thread's core handle until the guard drops.
-pub(crate) fn install(core: usize, io: CoreIo) -> InstallGuard {
+pub(crate) fn install(core: usize, io: CoreIo, pool_size: RecvPoolSize) -> InstallGuard {
     let old = CURRENT.with(|c| {
         c.borrow_mut().replace(Installed {
             core,
             io,
+            pool_size,
             pool: None,
         })
     });

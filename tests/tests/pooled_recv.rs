@@ -569,6 +569,62 @@ fn dropping_streams_mid_receive_leaks_no_buffer(backend: Backend) {
         .expect("runtime");
 }
 
+fn configured_pool_size_is_used(backend: Backend) {
+    // A pool of 16 buffers of 1 KiB: every `recv()` returns at most 1 KiB, the core's pool
+    // has 16 buffers, and 100 KiB still arrive intact through it (buffers are recycled).
+    const SIZE: usize = 1024;
+    let rt = seastar::Runtime::builder()
+        .cores(1)
+        .pin(false)
+        .backend(backend)
+        .recv_pool(16, SIZE as u32)
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    rt.run_on_one(|| async {
+        let (l, addr) = bind();
+        let server = seastar::spawn(async move {
+            let (s, _) = l.accept().await.expect("accept");
+            let mut got = Vec::new();
+            while let Some(buf) = s.recv().await.expect("recv") {
+                assert!(
+                    buf.len() <= SIZE,
+                    "a {} byte buffer from a 1 KiB pool",
+                    buf.len()
+                );
+                got.extend_from_slice(&buf);
+            }
+            got
+        });
+        let c = TcpStream::connect(addr).await.expect("connect");
+        client::write_all(&c, pattern_chunk(7, 0, 100 * 1024))
+            .await
+            .expect("send");
+        drop(c);
+        let got = server.await.expect("server");
+        assert_eq!(got.len(), 100 * 1024);
+        check_pattern(7, 0, &got);
+        assert_eq!(
+            pool_counts().0,
+            16,
+            "the pool has the configured 16 buffers"
+        );
+    })
+    .expect("runtime");
+}
+
+#[test]
+fn pool_sizes_that_cannot_work_are_refused_with_the_setting_named() {
+    for (buffers, size) in [(0u16, 1024u32), (3, 1024), (16, 0)] {
+        let err = seastar::Runtime::builder()
+            .cores(1)
+            .pin(false)
+            .recv_pool(buffers, size)
+            .build()
+            .expect_err("an unusable pool size");
+        assert!(err.to_string().contains("recv_pool"), "{err}");
+    }
+}
+
 seastar_tests::on_both_backends! {
     echo_integrity_many_connections => 120,
     pool_exhaustion_recovers => 120,
@@ -578,4 +634,5 @@ seastar_tests::on_both_backends! {
     try_recv_never_waits,
     dropped_recv_future_loses_nothing,
     dropping_streams_mid_receive_leaks_no_buffer => 120,
+    configured_pool_size_is_used,
 }

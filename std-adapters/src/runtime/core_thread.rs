@@ -32,7 +32,7 @@ use seastar_kernel::smp::{SmpConfig, SmpEndpoint, SmpSystem};
 use super::watchdog::{self, CoreWatch, WatchLocal, Watchdog, Watched};
 use super::{Backend, SchedSettings};
 use crate::error::Error;
-use crate::io_handle::{self, CoreIo};
+use crate::io_handle::{self, CoreIo, RecvPoolSize};
 
 /// Shared by the cores of one `run_*` call: when one fails, the others stop.
 pub(crate) struct Coordinator {
@@ -187,6 +187,8 @@ pub(crate) struct CoreSpec<'a> {
     pub(crate) smp: SmpEndpoint,
     /// Task quota and stall threshold.
     pub(crate) sched: SchedSettings,
+    /// The size of the receive pool, created on the core's first `recv()`.
+    pub(crate) pool_size: RecvPoolSize,
     /// What this core publishes for the stall watchdog, and the watchdog's clock origin.
     pub(crate) watch: Option<(Arc<CoreWatch>, StdInstant)>,
 }
@@ -257,7 +259,7 @@ where
     Fut: Future,
 {
     // Dropped last: the executor's shutdown drops tasks whose sockets reach the handle.
-    let _installed = io_handle::install(spec.core, io);
+    let _installed = io_handle::install(spec.core, io, spec.pool_size);
     let local = spec
         .watch
         .map(|(shared, origin)| WatchLocal::new(shared, origin, platform.now()));
@@ -310,6 +312,7 @@ pub(crate) fn run_cores<S, Fut>(
     uring: &UringConfig,
     cpus: Option<&[usize]>,
     sched: &SchedSettings,
+    pool_size: RecvPoolSize,
     starters: Vec<S>,
 ) -> Result<Vec<Fut::Output>, Error>
 where
@@ -340,6 +343,7 @@ where
                 coord: &coord,
                 smp,
                 sched: *sched,
+                pool_size,
                 watch: watchdog
                     .as_ref()
                     .and_then(|w| Some((w.core(core)?, w.origin()))),

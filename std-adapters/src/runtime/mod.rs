@@ -35,7 +35,11 @@ mod watchdog;
 pub use self::backend::{Backend, BACKEND_ENV};
 pub use self::stats::{core_stats, CoreStats};
 use crate::error::Error;
-pub use crate::io_handle::{current_backend, current_core, io_stats, IoStats};
+pub use crate::io_handle::{
+    current_backend, current_core, io_stats, IoStats, DEFAULT_RECV_BUF_SIZE,
+    DEFAULT_RECV_POOL_BUFFERS,
+};
+use crate::io_handle::{RecvPoolSize, MAX_RECV_POOL_BUFFERS};
 use crate::shutdown::{self, ShutdownHandle};
 use crate::sys;
 pub use seastar_kernel::executor::{
@@ -53,6 +57,7 @@ pub struct Builder {
     handle_signals: bool,
     shutdown_deadline: Duration,
     sched: SchedSettings,
+    recv_pool: RecvPoolSize,
 }
 
 /// CPU scheduling settings of every core (see [`Builder::task_quota`],
@@ -91,6 +96,7 @@ impl Default for Builder {
             handle_signals: false,
             shutdown_deadline: DEFAULT_SHUTDOWN_DEADLINE,
             sched: SchedSettings::default(),
+            recv_pool: RecvPoolSize::default(),
         }
     }
 }
@@ -190,6 +196,23 @@ impl Builder {
         self
     }
 
+    /// Size of each core's receive pool, the buffers [`TcpStream::recv`] returns: `buffers`
+    /// of `buffer_size` bytes (the most one `recv()` returns). Each core creates its pool on
+    /// its first `recv()`; memory becomes resident only as buffers get used. `buffers` must be
+    /// a power of two from 1 to 32,768 (io_uring's buffer ring), `buffer_size` at least 1.
+    /// Default [`DEFAULT_RECV_POOL_BUFFERS`] × [`DEFAULT_RECV_BUF_SIZE`]. A receive holds
+    /// at most 32 buffers before it is paused, so a pool of `n` buffers serves `n / 32`
+    /// connections that do not consume before others see an empty pool.
+    ///
+    /// [`TcpStream::recv`]: crate::net::TcpStream::recv
+    pub fn recv_pool(mut self, buffers: u16, buffer_size: u32) -> Self {
+        self.recv_pool = RecvPoolSize {
+            buffers,
+            buffer_size,
+        };
+        self
+    }
+
     /// Check the settings, resolve [`Backend::Auto`] (probing io_uring; the environment
     /// variable [`BACKEND_ENV`] can override it) and find the CPUs to pin to. No thread is
     /// started until [`Runtime::run_on_all`] or [`Runtime::run_on_one`].
@@ -220,6 +243,18 @@ impl Builder {
         if self.sched.task_quota.is_zero() {
             return Err(Error::Config("the task quota must not be zero".into()));
         }
+        let pool = self.recv_pool;
+        if !pool.buffers.is_power_of_two() || pool.buffers > MAX_RECV_POOL_BUFFERS {
+            return Err(Error::Config(format!(
+                "recv_pool: {} buffers; the count must be a power of two from 1 to {}",
+                pool.buffers, MAX_RECV_POOL_BUFFERS
+            )));
+        }
+        if pool.buffer_size == 0 {
+            return Err(Error::Config(
+                "recv_pool: the buffer size must be at least 1 byte".into(),
+            ));
+        }
         let cpus = if self.pin {
             let Some(cpus) = allowed else {
                 return Err(Error::Config(
@@ -248,6 +283,7 @@ impl Builder {
             shutdown_deadline: self.shutdown_deadline,
             shutdown: ShutdownHandle::new(),
             sched: self.sched,
+            recv_pool: self.recv_pool,
         })
     }
 }
@@ -265,6 +301,7 @@ pub struct Runtime {
     shutdown_deadline: Duration,
     shutdown: ShutdownHandle,
     sched: SchedSettings,
+    recv_pool: RecvPoolSize,
 }
 
 impl Runtime {
@@ -327,6 +364,7 @@ impl Runtime {
             &self.uring,
             self.cpus.as_deref(),
             &self.sched,
+            self.recv_pool,
             starters,
         )
     }
@@ -348,6 +386,7 @@ impl Runtime {
             &self.uring,
             self.cpus.as_deref(),
             &self.sched,
+            self.recv_pool,
             vec![start],
         )?;
         out.pop()
