@@ -10,6 +10,7 @@
 //! * [`proc_stat`]: a process's CPU time (utime + stime) from `/proc/<pid>/stat`.
 //! * [`raw_uring`]: the floor: an echo server on io_uring with no runtime at all.
 //! * [`tokio_echo`]: the echo server of both tokio binaries.
+//! * [`monoio_server`]: flags, runtime, accept loop of the monoio servers.
 //! * `sys`: **unsafe** — the libc calls of the modules above; `raw_uring` holds the rest.
 //!
 //! The echo protocol is the simplest one: the server writes back every byte it reads, on the
@@ -21,6 +22,7 @@
 pub mod affinity;
 pub mod cli;
 pub mod http;
+pub mod monoio_server;
 pub mod proc_stat;
 #[allow(unsafe_code)] // the ring, its provided-buffer ring and the SQEs pointing into them
 pub mod raw_uring;

@@ -5,27 +5,10 @@
 use std::io;
 
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
-use monoio::net::{TcpListener, TcpStream};
-use seastar_benches::cli::{ServerArgs, ServerFlags};
+use monoio::net::TcpStream;
 
 fn main() {
-    let args = ServerArgs::from_env("echo-monoio", ServerFlags::default());
-    let mut rt = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-        .build()
-        .unwrap_or_else(|e| fail(&e));
-    rt.block_on(serve(args.addr)).unwrap_or_else(|e| fail(&e));
-}
-
-async fn serve(addr: std::net::SocketAddr) -> io::Result<()> {
-    let listener = TcpListener::bind(addr)?;
-    seastar_benches::announce("monoio", listener.local_addr()?);
-    loop {
-        let (stream, _) = listener.accept().await?;
-        monoio::spawn(async move {
-            // A connection's error ends that connection only.
-            let _ = echo(stream).await;
-        });
-    }
+    seastar_benches::monoio_server::run("echo-monoio", "monoio", echo);
 }
 
 async fn echo(mut stream: TcpStream) -> io::Result<()> {
@@ -42,9 +25,4 @@ async fn echo(mut stream: TcpStream) -> io::Result<()> {
         res?;
         buf.clear();
     }
-}
-
-fn fail(e: &dyn std::fmt::Display) -> ! {
-    eprintln!("echo-monoio: {e}");
-    std::process::exit(1);
 }

@@ -5,28 +5,11 @@
 use std::io;
 
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
-use monoio::net::{TcpListener, TcpStream};
-use seastar_benches::cli::{ServerArgs, ServerFlags};
+use monoio::net::TcpStream;
 use seastar_benches::http::{responses, RequestCounter};
 
 fn main() {
-    let args = ServerArgs::from_env("http-monoio", ServerFlags::default());
-    let mut rt = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-        .build()
-        .unwrap_or_else(|e| fail(&e));
-    rt.block_on(serve(args.addr)).unwrap_or_else(|e| fail(&e));
-}
-
-async fn serve(addr: std::net::SocketAddr) -> io::Result<()> {
-    let listener = TcpListener::bind(addr)?;
-    seastar_benches::announce("monoio (minimal HTTP)", listener.local_addr()?);
-    loop {
-        let (stream, _) = listener.accept().await?;
-        monoio::spawn(async move {
-            // A connection's error ends that connection only.
-            let _ = conn(stream).await;
-        });
-    }
+    seastar_benches::monoio_server::run("http-monoio", "monoio (minimal HTTP)", conn);
 }
 
 async fn conn(mut stream: TcpStream) -> io::Result<()> {
@@ -51,9 +34,4 @@ async fn conn(mut stream: TcpStream) -> io::Result<()> {
             res?;
         }
     }
-}
-
-fn fail(e: &dyn std::fmt::Display) -> ! {
-    eprintln!("http-monoio: {e}");
-    std::process::exit(1);
 }
