@@ -60,7 +60,8 @@
 //!
 //! # Verified against planted bugs
 //!
-//! Each bug below was planted (one at a time) in a private copy of the core, and the default
+//! Each bug below was planted (one at a time, from the patches in `planted/`, whose README
+//! says how to re-run the check) in a copy of the core, and the default
 //! bounded run (`cargo test -p seastar-kernel raft`: 128 seeds, about 10 s in a debug build)
 //! fails; in parentheses, how many of the 128 seeds catch it:
 //!
