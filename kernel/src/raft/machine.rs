@@ -14,6 +14,7 @@ pub(super) use super::config::{Config, SplitMix64};
 pub(super) use super::crc::crc32c;
 pub(super) use super::error::{DropReason, Error, Result};
 pub(super) use super::log::{AppendOutcome, RaftLog};
+pub(super) use super::payload::Payload;
 pub(super) use super::progress::{Progress, ProgressState};
 pub(super) use super::quorum::VoteResult;
 pub(super) use super::read_only::{ReadOnly, ReadOnlyOption, ReadState};

@@ -6,6 +6,7 @@ use alloc::vec::Vec;
 use super::config::Config;
 use super::error::Result;
 use super::machine::Raft;
+use super::payload::Payload;
 use super::read_only::ReadState;
 use super::status::{ProgressStatus, Role, SoftState, Status};
 use super::storage::Storage;
@@ -101,15 +102,18 @@ impl<S: Storage> RawNode<S> {
     }
 
     /// Proposes application data; returns the index it will have if committed.
-    pub fn propose(&mut self, data: Vec<u8>) -> Result<Index> {
+    pub fn propose(&mut self, data: impl Into<Payload>) -> Result<Index> {
         self.raft
-            .propose(core::iter::once((EntryKind::Normal, data)))
+            .propose(core::iter::once((EntryKind::Normal, data.into())))
     }
 
     /// Proposes several entries at once (all or none are accepted).
-    pub fn propose_batch(&mut self, items: Vec<Vec<u8>>) -> Result<Index> {
+    pub fn propose_batch<P: Into<Payload>>(
+        &mut self,
+        items: impl IntoIterator<Item = P>,
+    ) -> Result<Index> {
         self.raft
-            .propose(items.into_iter().map(|d| (EntryKind::Normal, d)))
+            .propose(items.into_iter().map(|d| (EntryKind::Normal, d.into())))
     }
 
     /// Proposes a membership change. It takes effect when the application calls
@@ -338,5 +342,121 @@ impl<S: Storage> RawNode<S> {
     #[cfg(test)]
     pub(crate) fn raft_mut(&mut self) -> &mut Raft<S> {
         &mut self.raft
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::storage::MemStorage;
+    use crate::smp::tests::allocs_here;
+    use alloc::collections::VecDeque;
+
+    /// Three founding members in one loop, messages moved between them as the benchmark
+    /// does; node 1 leads.
+    struct Trio {
+        nodes: Vec<RawNode<MemStorage>>,
+        applied: Vec<Vec<Entry>>,
+    }
+
+    impl Trio {
+        fn new() -> Self {
+            let nodes = (1..=3)
+                .map(|id| {
+                    let s = MemStorage::bootstrap(ConfState::with_voters([1, 2, 3]));
+                    RawNode::new(Config::new(id), s).expect("valid config")
+                })
+                .collect();
+            let mut t = Trio {
+                nodes,
+                applied: alloc::vec![Vec::new(); 3],
+            };
+            t.nodes[0].campaign();
+            t.settle();
+            assert_eq!(t.nodes[0].role(), Role::Leader);
+            t
+        }
+
+        /// Runs Ready cycles until nothing is left to do.
+        fn settle(&mut self) {
+            let mut queue = VecDeque::new();
+            for _ in 0..100 {
+                let mut busy = false;
+                for (i, node) in self.nodes.iter_mut().enumerate() {
+                    if !node.has_ready() {
+                        continue;
+                    }
+                    busy = true;
+                    let rd = node.ready().expect("nothing corrupt in memory");
+                    queue.extend(rd.messages);
+                    node.store_mut().append(&rd.entries).expect("contiguous");
+                    if let Some(hs) = rd.hard_state {
+                        node.store_mut().set_hard_state(hs);
+                    }
+                    queue.extend(rd.persisted_messages);
+                    self.applied[i].extend(rd.committed_entries);
+                    node.advance(rd.ack);
+                }
+                while let Some(m) = queue.pop_front() {
+                    let to = m.to as usize - 1;
+                    self.nodes[to].step(m);
+                }
+                if !busy {
+                    return;
+                }
+            }
+            panic!("the cluster did not settle");
+        }
+    }
+
+    /// A proposal's bytes are never copied on their way to every node's state machine (in one
+    /// process, where messages move rather than being encoded): every node applies the very
+    /// buffer that was proposed.
+    #[test]
+    fn payloads_are_shared_from_proposal_to_apply() {
+        let mut t = Trio::new();
+        let proposed: Vec<Payload> = (0..5u8).map(|i| Payload::from([i; 128])).collect();
+        t.nodes[0].propose(proposed[0].clone()).expect("leader");
+        t.nodes[0]
+            .propose_batch(proposed[1..].iter().cloned())
+            .expect("leader");
+        t.settle();
+        for (node, applied) in t.applied.iter().enumerate() {
+            let data: Vec<&Payload> = applied
+                .iter()
+                .filter(|e| !e.data.is_empty())
+                .map(|e| &e.data)
+                .collect();
+            assert_eq!(data.len(), proposed.len(), "node {}", node + 1);
+            for (got, want) in data.iter().zip(&proposed) {
+                assert_eq!(got.as_ptr(), want.as_ptr(), "node {} copied", node + 1);
+            }
+        }
+    }
+
+    /// Committing allocates per Ready and per message, not per entry: a batch of 64 entries,
+    /// replicated to two followers, stored and applied on all three nodes, costs a few dozen
+    /// allocations in all. (With owned `Vec<u8>` payloads it was about a dozen per entry.)
+    #[test]
+    fn a_commit_allocates_per_batch_not_per_entry() {
+        const N: usize = 64;
+        let mut t = Trio::new();
+        // Warm up: the first batch grows the logs' and storages' vectors.
+        for _ in 0..4 {
+            let warm: Vec<Payload> = (0..N).map(|_| Payload::from([1u8; 128])).collect();
+            t.nodes[0].propose_batch(warm).expect("leader");
+            t.settle();
+        }
+        let batch: Vec<Payload> = (0..N).map(|_| Payload::from([2u8; 128])).collect();
+        let before = allocs_here();
+        t.nodes[0].propose_batch(batch).expect("leader");
+        t.settle();
+        let allocs = allocs_here() - before;
+        std::eprintln!("allocations to commit {N} entries on 3 nodes: {allocs}");
+        assert!(
+            allocs < N as u64,
+            "{allocs} allocations for {N} entries: some allocation is per entry"
+        );
+        assert!(t.applied.iter().all(|a| a.len() >= 5 * N));
     }
 }

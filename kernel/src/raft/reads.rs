@@ -70,32 +70,19 @@ impl<S: Storage> Raft<S> {
 
     pub(super) fn serve_read(&mut self, from: NodeId, ctx: Vec<u8>) {
         let committed = self.log.committed;
-        match self.cfg.read_only {
-            ReadOnlyOption::Safe => {
-                if self
-                    .read_only
-                    .add_request(committed, from, ctx.clone(), self.id)
-                {
-                    self.bcast_heartbeat(Some(ctx));
-                } else {
-                    self.counters.dropped_reads += 1;
-                }
-            }
-            ReadOnlyOption::LeaseBased if self.lease_valid() => {
-                self.respond_read(from, committed, ctx)
-            }
-            ReadOnlyOption::LeaseBased => {
-                // No valid lease (just elected, transferring, or a quorum is slow): confirm
-                // leadership the safe way.
-                if self
-                    .read_only
-                    .add_request(committed, from, ctx.clone(), self.id)
-                {
-                    self.bcast_heartbeat(Some(ctx));
-                } else {
-                    self.counters.dropped_reads += 1;
-                }
-            }
+        if self.cfg.read_only == ReadOnlyOption::LeaseBased && self.lease_valid() {
+            self.respond_read(from, committed, ctx);
+            return;
+        }
+        // Safe reads, and lease reads without a valid lease (just elected, transferring, or a
+        // quorum is slow): confirm leadership with a heartbeat round.
+        if self
+            .read_only
+            .add_request(committed, from, ctx.clone(), self.id)
+        {
+            self.bcast_heartbeat(Some(ctx));
+        } else {
+            self.counters.dropped_reads += 1;
         }
     }
 

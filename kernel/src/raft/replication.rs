@@ -156,27 +156,11 @@ impl<S: Storage> Raft<S> {
             return;
         }
         if prev_index < self.log.committed {
-            self.send(
-                from,
-                self.term,
-                MessageBody::AppendResponse {
-                    index: self.log.committed,
-                    reject: None,
-                },
-            );
+            self.send_append_ack(from, self.log.committed);
             return;
         }
         match self.log.maybe_append(prev_index, prev_term, commit, ents) {
-            AppendOutcome::Appended(last) => {
-                self.send(
-                    from,
-                    self.term,
-                    MessageBody::AppendResponse {
-                        index: last,
-                        reject: None,
-                    },
-                );
-            }
+            AppendOutcome::Appended(last) => self.send_append_ack(from, last),
             AppendOutcome::Mismatch => {
                 // Tell the leader where to probe next (fast backtracking, Raft §5.3).
                 let hint = prev_index.min(self.log.last_index());
@@ -193,6 +177,18 @@ impl<S: Storage> Raft<S> {
             }
             AppendOutcome::RewritesCommitted => self.counters.rewrite_committed += 1,
         }
+    }
+
+    /// Accepts an append (or a snapshot): our log matches the sender's up to `index`.
+    pub(super) fn send_append_ack(&mut self, to: NodeId, index: Index) {
+        self.send(
+            to,
+            self.term,
+            MessageBody::AppendResponse {
+                index,
+                reject: None,
+            },
+        );
     }
 
     pub(super) fn handle_append_response(
@@ -394,33 +390,35 @@ impl<S: Storage> Raft<S> {
     /// their payloads moved, not copied.
     pub fn propose(
         &mut self,
-        items: impl IntoIterator<Item = (EntryKind, Vec<u8>)>,
+        items: impl IntoIterator<Item = (EntryKind, Payload)>,
     ) -> Result<Index> {
         if let Err(r) = self.check_can_propose() {
             return Err(self.drop_proposal(r));
         }
         let first = self.log.last_index() + 1;
-        let mut ents: Vec<Entry> = (first..)
-            .zip(items)
-            .map(|(index, (kind, data))| Entry {
-                term: self.term,
-                index,
-                kind,
-                data,
-                checksum: 0,
-            })
-            .collect();
-        let size: u64 = ents.iter().map(|e| e.data.len() as u64).sum();
-        if self.cfg.max_uncommitted_size > 0
-            && self.uncommitted_size > 0
-            && self.uncommitted_size.saturating_add(size) > self.cfg.max_uncommitted_size
-        {
+        let term = self.term;
+        let ents = (first..).zip(items).map(|(index, (kind, data))| Entry {
+            term,
+            index,
+            kind,
+            data,
+            checksum: 0,
+        });
+        let (cap, uncommitted) = (self.cfg.max_uncommitted_size, self.uncommitted_size);
+        let mut size = 0;
+        let appended = self.log.append_new(ents, |new| {
+            size = new.iter().map(|e| e.data.len() as u64).sum();
+            if cap > 0 && uncommitted > 0 && uncommitted.saturating_add(size) > cap {
+                return false;
+            }
+            // Checksummed as a batch: two at a time (the same values as `Entry::new`).
+            Entry::seal_all(new);
+            true
+        });
+        let Some(last) = appended else {
             return Err(self.drop_proposal(DropReason::UncommittedCapExceeded));
-        }
-        // Checksummed as a batch: two at a time (the same values as `Entry::new`).
-        Entry::seal_all(&mut ents);
-        self.uncommitted_size = self.uncommitted_size.saturating_add(size);
-        let last = self.log.append(ents);
+        };
+        self.uncommitted_size = uncommitted.saturating_add(size);
         self.pending_bcast = true;
         Ok(last)
     }
@@ -441,7 +439,7 @@ impl<S: Storage> Raft<S> {
             return Err(self.drop_proposal(DropReason::ConfChangePending));
         }
         let data = cc.encode()?;
-        let idx = self.propose(vec![(EntryKind::ConfChange, data)])?;
+        let idx = self.propose([(EntryKind::ConfChange, Payload::from(data))])?;
         self.pending_conf_index = idx;
         Ok(idx)
     }

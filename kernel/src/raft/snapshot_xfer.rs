@@ -157,14 +157,7 @@ impl<S: Storage> Raft<S> {
             // Older than what we have: answer with our commit so the leader moves on.
             self.counters.stale_snapshot += 1;
             self.incoming_snapshot = None;
-            self.send(
-                from,
-                self.term,
-                MessageBody::AppendResponse {
-                    index: self.log.committed,
-                    reject: None,
-                },
-            );
+            self.send_append_ack(from, self.log.committed);
             return;
         }
         let (index, snap_term) = (meta.index, meta.term);
@@ -175,15 +168,7 @@ impl<S: Storage> Raft<S> {
             if offset != 0 {
                 // We do not have the beginning of this snapshot: ask for a restart.
                 self.incoming_snapshot = None;
-                self.send(
-                    from,
-                    self.term,
-                    MessageBody::SnapshotAck {
-                        index,
-                        snap_term,
-                        next_offset: 0,
-                    },
-                );
+                self.send_snapshot_ack(from, index, snap_term, 0);
                 return;
             }
             self.incoming_snapshot = Some(IncomingSnapshot {
@@ -200,43 +185,19 @@ impl<S: Storage> Raft<S> {
         let have = inc.data.len() as u64;
         if offset != have {
             // Duplicate or out-of-order chunk: tell the leader where to resume.
-            self.send(
-                from,
-                self.term,
-                MessageBody::SnapshotAck {
-                    index,
-                    snap_term,
-                    next_offset: have,
-                },
-            );
+            self.send_snapshot_ack(from, index, snap_term, have);
             return;
         }
         if have.saturating_add(data.len() as u64) > total_len {
             self.counters.malformed += 1;
             self.incoming_snapshot = None;
-            self.send(
-                from,
-                self.term,
-                MessageBody::SnapshotAck {
-                    index,
-                    snap_term,
-                    next_offset: 0,
-                },
-            );
+            self.send_snapshot_ack(from, index, snap_term, 0);
             return;
         }
         inc.data.extend_from_slice(&data);
         let have = inc.data.len() as u64;
         if have < total_len {
-            self.send(
-                from,
-                self.term,
-                MessageBody::SnapshotAck {
-                    index,
-                    snap_term,
-                    next_offset: have,
-                },
-            );
+            self.send_snapshot_ack(from, index, snap_term, have);
             return;
         }
         let Some(inc) = self.incoming_snapshot.take() else {
@@ -244,42 +205,33 @@ impl<S: Storage> Raft<S> {
         };
         if crc32c(&inc.data) != inc.checksum {
             self.counters.corrupt += 1;
-            self.send(
-                from,
-                self.term,
-                MessageBody::SnapshotAck {
-                    index,
-                    snap_term,
-                    next_offset: 0,
-                },
-            );
+            self.send_snapshot_ack(from, index, snap_term, 0);
             return;
         }
         let snap = Snapshot {
             meta: inc.meta,
             data: inc.data,
         };
-        if self.restore(snap) {
-            let last = self.log.last_index();
-            self.send(
-                from,
-                self.term,
-                MessageBody::AppendResponse {
-                    index: last,
-                    reject: None,
-                },
-            );
+        // Installed: our log now ends at the snapshot. Not needed: our commit index says how
+        // far we are.
+        let index = if self.restore(snap) {
+            self.log.last_index()
         } else {
-            let c = self.log.committed;
-            self.send(
-                from,
-                self.term,
-                MessageBody::AppendResponse {
-                    index: c,
-                    reject: None,
-                },
-            );
-        }
+            self.log.committed
+        };
+        self.send_append_ack(from, index);
+    }
+
+    fn send_snapshot_ack(&mut self, to: NodeId, index: Index, snap_term: Term, next_offset: u64) {
+        self.send(
+            to,
+            self.term,
+            MessageBody::SnapshotAck {
+                index,
+                snap_term,
+                next_offset,
+            },
+        );
     }
 
     /// Installs a complete snapshot. Returns false when it was not needed (or invalid).

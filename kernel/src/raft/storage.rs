@@ -203,7 +203,9 @@ impl MemStorage {
     pub(crate) fn append_torn(&mut self, ents: &[Entry]) -> Result<()> {
         self.append(ents)?;
         if let Some(e) = self.entries.last_mut() {
-            e.data.push(0x5A);
+            let mut torn = e.data.to_vec();
+            torn.push(0x5A);
+            e.data = torn.into();
         }
         Ok(())
     }
@@ -221,7 +223,9 @@ impl MemStorage {
             .checked_sub(first)
             .and_then(|o| self.entries.get_mut(to_usize(o)))
         {
-            e.data.push(0xA5);
+            let mut longer = e.data.to_vec();
+            longer.push(0xA5);
+            e.data = longer.into();
         }
     }
 }

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::crc::Crc32c;
 use super::error::{Error, Result};
+use super::payload::Payload;
 
 /// A node's identity. `0` is reserved (it is never a valid member).
 pub type NodeId = u64;
@@ -34,20 +35,20 @@ pub struct Entry {
     pub index: Index,
     /// Payload kind.
     pub kind: EntryKind,
-    /// Payload.
-    pub data: Vec<u8>,
+    /// Payload (shared, not copied, as the entry travels; see [`Payload`]).
+    pub data: Payload,
     /// CRC-32C over the other fields (see [`Entry::compute_checksum`]).
     pub checksum: u32,
 }
 
 impl Entry {
     /// A new entry with its checksum filled in.
-    pub fn new(term: Term, index: Index, kind: EntryKind, data: Vec<u8>) -> Self {
+    pub fn new(term: Term, index: Index, kind: EntryKind, data: impl Into<Payload>) -> Self {
         let mut e = Entry {
             term,
             index,
             kind,
-            data,
+            data: data.into(),
             checksum: 0,
         };
         e.checksum = e.compute_checksum();
@@ -451,7 +452,9 @@ mod tests {
             for bad in 0..n as usize {
                 for also in [None, Some(n as usize - 1)] {
                     let mut v = good.clone();
-                    v[bad].data.push(1);
+                    let mut longer = v[bad].data.to_vec();
+                    longer.push(1);
+                    v[bad].data = longer.into();
                     if let Some(a) = also {
                         v[a].checksum ^= 1;
                     }

@@ -111,7 +111,7 @@ mod sharded;
 mod submit;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub(crate) use self::local::CoreSmp;
 use self::local::ReplyId;

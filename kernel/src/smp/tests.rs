@@ -671,7 +671,8 @@ fn an_idle_poll_with_nothing_to_find_ends_and_timers_still_fire() {
     assert!(stats.iter().all(|(_, e)| e.idle_spins >= 1));
 }
 
-/// Counts this thread's allocations (for the per-round-trip allocation test).
+/// Counts this thread's allocations (for the per-round-trip allocation test, and Raft's
+/// per-commit one, which reads [`allocs_here`]).
 struct CountingAlloc;
 
 std::thread_local! {
@@ -701,7 +702,7 @@ unsafe impl std::alloc::GlobalAlloc for CountingAlloc {
 #[global_allocator]
 static GLOBAL: CountingAlloc = CountingAlloc;
 
-fn allocs_here() -> u64 {
+pub(crate) fn allocs_here() -> u64 {
     ALLOCS.with(Cell::get)
 }
 

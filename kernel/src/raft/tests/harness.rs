@@ -279,7 +279,7 @@ impl Cluster {
             .applied
             .iter()
             .filter(|e| e.kind == EntryKind::Normal && !e.data.is_empty())
-            .map(|e| e.data.clone())
+            .map(|e| e.data.to_vec())
             .collect()
     }
 }
