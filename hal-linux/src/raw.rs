@@ -76,6 +76,23 @@ fn len32(len: usize) -> u32 {
     u32::try_from(len).unwrap_or(u32::MAX)
 }
 
+/// What a `Writev` keeps in its slot: the SENDMSG's header, and the WRITEV to resubmit if
+/// the descriptor is not a socket.
+pub(crate) struct WritevExtras {
+    /// Read by the kernel through the SENDMSG's pointer.
+    msg: libc::msghdr,
+    pub(crate) fallback: Sqe,
+}
+
+/// `MSG_NOSIGNAL` (no SIGPIPE), and `MSG_WAITALL` for a send that must go out whole.
+fn send_flags(whole: bool) -> i32 {
+    if whole {
+        libc::MSG_NOSIGNAL | libc::MSG_WAITALL
+    } else {
+        libc::MSG_NOSIGNAL
+    }
+}
+
 /// Translate `op` into an SQE plus the memory it needs.
 ///
 /// # Safety
@@ -134,30 +151,47 @@ unsafe fn prepare(op: RawOp, native_multishot: bool) -> Result<Prepared, IoError
             resubmit = Some(unsafe { Sqe::new(entry.clone()) });
             entry
         }
-        RawOp::Send { fd, ptr, len } => opcode::Send::new(Fd(fd), ptr, len32(len))
-            .flags(libc::MSG_NOSIGNAL)
+        // `whole`: MSG_WAITALL, with which the kernel resumes a partial send on a stream
+        // socket itself and completes short only on failure.
+        RawOp::Send {
+            fd,
+            ptr,
+            len,
+            whole,
+        } => opcode::Send::new(Fd(fd), ptr, len32(len))
+            .flags(send_flags(whole))
             .build(),
-        RawOp::Writev { fd, iov, count } => {
+        RawOp::Writev {
+            fd,
+            iov,
+            count,
+            whole,
+        } => {
             // `IoSlice` is `#[repr(C)] { base: *const u8, len: usize }`, the layout of `iovec`.
             let iov = iov.cast::<libc::iovec>();
-            // SAFETY: `msghdr` is plain old data (integers and raw pointers); all-zero is a
-            // valid value (no name, no control data).
-            let mut msg: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
-            msg.msg_iov = iov.cast_mut();
-            msg.msg_iovlen = count as _;
-            let msg_ptr: *const libc::msghdr = &*msg;
-            extras = Some(msg);
-            kind = OpKind::WritevMsg;
             // Sockets get SENDMSG (MSG_NOSIGNAL: no SIGPIPE); files answer ENOTSOCK and get
             // this WRITEV at the current file position (offset -1), like writev(2).
             let writev = opcode::Writev::new(Fd(fd), iov, len32(count))
                 .offset(u64::MAX)
                 .build();
-            // SAFETY: the slices and their array are the caller's, valid until the op is
-            // finished (this function's contract); the WRITEV is only pushed before that.
-            resubmit = Some(unsafe { Sqe::new(writev) });
+            // One allocation for the msghdr and the fallback (the driver finds it on
+            // ENOTSOCK), not one each.
+            let mut gather = Box::new(WritevExtras {
+                // SAFETY: `msghdr` is plain old data (integers and raw pointers); all-zero is
+                // a valid value (no name, no control data).
+                msg: unsafe { std::mem::zeroed() },
+                // SAFETY: the slices and their array are the caller's, valid until the op is
+                // finished (this function's contract); the WRITEV is only pushed before that.
+                fallback: unsafe { Sqe::new(writev) },
+            });
+            gather.msg.msg_iov = iov.cast_mut();
+            gather.msg.msg_iovlen = count as _;
+            // Heap memory: stays put while the box moves into the op's slot.
+            let msg_ptr: *const libc::msghdr = &gather.msg;
+            extras = Some(gather);
+            kind = OpKind::WritevMsg;
             opcode::SendMsg::new(Fd(fd), msg_ptr)
-                .flags(libc::MSG_NOSIGNAL as u32)
+                .flags(send_flags(whole) as u32)
                 .build()
         }
         RawOp::ReadAt {

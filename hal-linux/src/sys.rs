@@ -374,7 +374,8 @@ impl std::fmt::Debug for BufRing {
 }
 
 impl BufRing {
-    /// Allocate the ring and the buffers, every buffer in the ring. `count` must be a power of
+    /// Allocate the ring and the buffers, the ring empty (the owner puts buffers in with
+    /// [`give_back`](Self::give_back), at most `count` at a time). `count` must be a power of
     /// two <= 32768 and `size` non-zero.
     pub(crate) fn new(count: u16, size: u32) -> io::Result<BufRing> {
         if !count.is_power_of_two() || count > 32768 || size == 0 {
@@ -402,7 +403,7 @@ impl BufRing {
             unsafe { std::alloc::dealloc(entries.cast(), entries_layout) };
             return Err(io::Error::from_raw_os_error(libc::ENOMEM));
         }
-        let mut ring = BufRing {
+        let ring = BufRing {
             entries,
             entries_layout,
             data,
@@ -413,9 +414,6 @@ impl BufRing {
             // Not registered yet: nobody else can touch the memory.
             freeable: true,
         };
-        for bid in 0..count {
-            ring.give_back(bid);
-        }
         Ok(ring)
     }
 

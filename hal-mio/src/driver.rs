@@ -85,7 +85,7 @@ const EVENTS_CAPACITY: usize = 256;
 /// Most buffers one pooled receive may hold (completions not polled plus buffers polled and
 /// not released) before the driver stops receiving for it; it resumes at half. Same bound as
 /// the io_uring driver.
-const POOL_HOLD_LIMIT: u32 = 32;
+const POOL_HOLD_LIMIT: u32 = seastar_hal::io::POOL_HOLD_LIMIT;
 
 /// Counters of what a driver did, for tests and metrics. A snapshot; see
 /// [`MioDriver::stats`] and [`crate::MioPlatform::stats`].
@@ -639,7 +639,7 @@ impl State {
         let mut switched_to_file_calls = false;
         let mut shot = false;
         let mut close = None;
-        let mut result: Result<u32, Errno> = match &op.kind {
+        let mut result: Result<u32, Errno> = match &mut op.kind {
             Kind::Buf(b) => perform_buf(b, not_socket, &mut calls, &mut switched_to_file_calls),
             Kind::Accept { fd, multishot } => {
                 let res = loop {
@@ -1110,7 +1110,7 @@ fn slot_op(slots: &mut [Slot], id: OpId) -> Option<&mut OpState> {
 /// One buffer operation, retrying EINTR. A stream operation on something that is not a socket
 /// (ENOTSOCK: a pipe) is redone with `read`/`write`/`writev`, and the fd remembered as such.
 fn perform_buf(
-    b: &BufOp,
+    b: &mut BufOp,
     not_socket: bool,
     calls: &mut u64,
     switched_to_file_calls: &mut bool,

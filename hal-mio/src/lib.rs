@@ -32,4 +32,5 @@ mod unpark;
 pub use driver::{MioDriver, MioStats};
 pub use error::{io_error, kind_of_errno};
 pub use platform::{tcp_socket, MioPlatform};
+pub use sys::sockaddr_of;
 pub use unpark::MioUnparker;

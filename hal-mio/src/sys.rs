@@ -21,6 +21,10 @@ pub(crate) type SysResult<T> = Result<T, Errno>;
 /// lists are written short, which the contract allows (the count says how much went out).
 const MAX_IOV: usize = libc::UIO_MAXIOV as usize;
 
+/// Most bytes one operation transfers, so the count always fits the completion's `u32`
+/// (Linux transfers at most 0x7ffff000 bytes per call anyway).
+const MAX_LEN: usize = u32::MAX as usize;
+
 // `RawOp::Writev` hands us `hal::io::IoSlice`s; the kernel reads them as `struct iovec`. The
 // HAL documents the layout as identical; check it at compile time so a change cannot slip by.
 const _: () = {
@@ -114,6 +118,15 @@ pub(crate) fn accept(fd: Fd) -> SysResult<Fd> {
 
 /// Start (or, on a blocking socket, perform) a connection to `addr`.
 pub(crate) fn connect(fd: Fd, addr: &SocketAddr) -> SysResult<()> {
+    let (storage, len) = sockaddr_of(addr);
+    // SAFETY: `storage` holds a valid socket address of `len` bytes and outlives the call;
+    // the kernel copies it before returning.
+    cvt(unsafe { libc::connect(fd, (&raw const storage).cast::<libc::sockaddr>(), len) }).map(drop)
+}
+
+/// A `sockaddr` for `addr`, in storage large enough for any family, and its length. The one
+/// conversion of the std side (the runtime's `bind` uses it too, through the crate root).
+pub fn sockaddr_of(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     // SAFETY: `sockaddr_storage` is plain old data for which all-zero bytes are a valid value.
     let mut storage: libc::sockaddr_storage = unsafe { mem::zeroed() };
     let len = match addr {
@@ -147,16 +160,7 @@ pub(crate) fn connect(fd: Fd, addr: &SocketAddr) -> SysResult<()> {
             mem::size_of::<libc::sockaddr_in6>()
         }
     };
-    // SAFETY: `storage` holds a valid socket address of `len` bytes and outlives the call;
-    // the kernel copies it before returning.
-    cvt(unsafe {
-        libc::connect(
-            fd,
-            (&raw const storage).cast::<libc::sockaddr>(),
-            len as libc::socklen_t,
-        )
-    })
-    .map(drop)
+    (storage, len as libc::socklen_t)
 }
 
 /// Read and clear the socket's pending error (`SO_ERROR`): how a non-blocking connect reports
@@ -225,8 +229,16 @@ pub(crate) enum Via {
 /// value lives. The driver keeps it inside the operation's slot and drops it when the operation
 /// is finished (its final completion handed out, or it is cancelled), which is exactly as long
 /// as [`seastar_hal::io::IoDriver::submit`] guarantees the pointers.
+///
+/// A `Send` or `Writev` with `whole` set, on a socket, remembers how much went out: a partial
+/// send waits for the socket to be writable again and resumes after those bytes, so it
+/// completes whole or, if the connection fails, with the count sent before (the HAL contract).
 #[derive(Debug)]
-pub(crate) struct BufOp(RawOp);
+pub(crate) struct BufOp {
+    op: RawOp,
+    /// Bytes already sent by a whole socket `Send`/`Writev`.
+    sent: usize,
+}
 
 impl BufOp {
     /// Wrap `op` if it is a buffer operation; other operations come back as `Err`.
@@ -241,14 +253,14 @@ impl BufOp {
             | RawOp::Send { .. }
             | RawOp::Writev { .. }
             | RawOp::ReadAt { .. }
-            | RawOp::WriteAt { .. } => Ok(BufOp(op)),
+            | RawOp::WriteAt { .. } => Ok(BufOp { op, sent: 0 }),
             other => Err(other),
         }
     }
 
     /// The descriptor the operation works on.
     pub(crate) fn fd(&self) -> Fd {
-        match self.0 {
+        match self.op {
             RawOp::Recv { fd, .. }
             | RawOp::Send { fd, .. }
             | RawOp::Writev { fd, .. }
@@ -261,18 +273,115 @@ impl BufOp {
     /// Whether it waits for the readable (`true`) or writable side of a socket, or `None` for
     /// positioned file I/O, which is always "ready".
     pub(crate) fn side_is_read(&self) -> Option<bool> {
-        match self.0 {
+        match self.op {
             RawOp::Recv { .. } => Some(true),
             RawOp::Send { .. } | RawOp::Writev { .. } => Some(false),
             _ => None,
         }
     }
 
+    /// Make the operation's system call: once, or for a whole socket send until every byte is
+    /// out or the socket would block (`EAGAIN`, with the progress kept for the next call).
+    pub(crate) fn perform(&mut self, via: Via) -> SysResult<usize> {
+        let whole = matches!(
+            self.op,
+            RawOp::Send { whole: true, .. } | RawOp::Writev { whole: true, .. }
+        );
+        if via == Via::File || !whole {
+            return self.perform_once(via);
+        }
+        let total = self.total_len();
+        loop {
+            match self.send_rest() {
+                Ok(n) => {
+                    self.sent += n;
+                    if n == 0 || self.sent >= total {
+                        return Ok(self.sent);
+                    }
+                }
+                Err(libc::EINTR) => {}
+                // Failed after some bytes went out: report those; the error shows on the
+                // socket's next operation.
+                Err(e) if e != libc::EAGAIN && self.sent > 0 => return Ok(self.sent),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// What a socket send has to send in all (capped like one call's count).
+    fn total_len(&self) -> usize {
+        match self.op {
+            RawOp::Send { len, .. } => len.min(MAX_LEN),
+            RawOp::Writev { iov, count, .. } => {
+                // SAFETY: by `BufOp`'s invariant the slice array is valid for reads of `count`
+                // entries.
+                let slices = unsafe { std::slice::from_raw_parts(iov, count.min(MAX_IOV)) };
+                slices
+                    .iter()
+                    .fold(0usize, |t, s| t.saturating_add(s.len))
+                    .min(MAX_LEN)
+            }
+            _ => 0,
+        }
+    }
+
+    /// One `send`/`sendmsg` of the bytes after the first `sent`.
+    fn send_rest(&self) -> SysResult<usize> {
+        match self.op {
+            RawOp::Send { fd, ptr, len, .. } => {
+                let rest = len.min(MAX_LEN).saturating_sub(self.sent);
+                // SAFETY: by `BufOp`'s invariant `ptr` is valid for reads of `len` bytes, and
+                // `sent < len` here (the caller stops once everything is out).
+                cvt_size(unsafe {
+                    libc::send(
+                        fd,
+                        ptr.add(self.sent.min(len)).cast(),
+                        rest,
+                        libc::MSG_NOSIGNAL,
+                    )
+                })
+            }
+            RawOp::Writev { fd, iov, count, .. } => {
+                let count = count.min(MAX_IOV);
+                // SAFETY: as in `total_len`.
+                let slices = unsafe { std::slice::from_raw_parts(iov, count) };
+                // After a partial send (rare: the socket buffer filled), an adjusted copy of
+                // the slice array; otherwise the caller's.
+                let mut skip = self.sent;
+                let rest: Vec<libc::iovec>;
+                let (iov, count) = if skip == 0 {
+                    (iov.cast::<libc::iovec>().cast_mut(), count)
+                } else {
+                    rest = slices
+                        .iter()
+                        .filter_map(|s| {
+                            let cut = skip.min(s.len);
+                            skip -= cut;
+                            (s.len > cut).then(|| libc::iovec {
+                                // SAFETY: `cut < s.len`, inside the slice's memory.
+                                iov_base: unsafe { s.base.add(cut) }.cast_mut().cast(),
+                                iov_len: s.len - cut,
+                            })
+                        })
+                        .collect();
+                    (rest.as_ptr().cast_mut(), rest.len())
+                };
+                // SAFETY: `msghdr` is plain old data; all-zero is a valid value.
+                let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+                msg.msg_iov = iov;
+                msg.msg_iovlen = count as _;
+                // SAFETY: the slices (the caller's, valid by `BufOp`'s invariant, or `rest`,
+                // which points into them and lives to the end of this block) are read only.
+                cvt_size(unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL) })
+            }
+            _ => Err(libc::EINVAL),
+        }
+    }
+
     /// Make the operation's system call once. Lengths are clamped so the count always fits
     /// the completion's `u32` (Linux transfers at most 0x7ffff000 bytes per call anyway).
-    pub(crate) fn perform(&self, via: Via) -> SysResult<usize> {
-        const MAX_LEN: usize = u32::MAX as usize;
-        match self.0 {
+    fn perform_once(&self, via: Via) -> SysResult<usize> {
+        match self.op {
             RawOp::Recv { fd, ptr, len } => {
                 let len = len.min(MAX_LEN);
                 // SAFETY: by `BufOp`'s invariant `ptr` is valid for writes of `len` bytes and
@@ -284,7 +393,7 @@ impl BufOp {
                     }
                 })
             }
-            RawOp::Send { fd, ptr, len } => {
+            RawOp::Send { fd, ptr, len, .. } => {
                 let len = len.min(MAX_LEN);
                 // SAFETY: by `BufOp`'s invariant `ptr` is valid for reads of `len` bytes.
                 cvt_size(unsafe {
@@ -294,7 +403,7 @@ impl BufOp {
                     }
                 })
             }
-            RawOp::Writev { fd, iov, count } => {
+            RawOp::Writev { fd, iov, count, .. } => {
                 let iov = iov.cast::<libc::iovec>().cast_mut();
                 let count = count.min(MAX_IOV);
                 match via {

@@ -98,6 +98,12 @@ pub struct PoolId(pub u16);
 /// `flags >> 16` (the layout of io_uring's `IORING_CQE_F_BUFFER`).
 pub const COMPLETION_BUFFER: u32 = 1;
 
+/// Most buffers one pooled receive ([`RawOp::RecvPool`]) may hold, completions not yet
+/// polled plus buffers handed out and not released, before the platform pauses it; it
+/// resumes once its owner is down to half of this. Part of the contract every platform with
+/// pools keeps, so an owner can tell when a receive may be waiting for its buffers.
+pub const POOL_HOLD_LIMIT: u32 = 32;
+
 /// Which direction(s) a [`RawOp::Shutdown`] closes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Shutdown {
@@ -166,6 +172,11 @@ pub enum RawOp {
         ptr: *const u8,
         /// How many.
         len: usize,
+        /// On a stream socket, keep sending until every byte is out: the completion is then
+        /// short only if the connection failed after that many bytes (the failure itself may
+        /// be lost: a later operation sees the broken connection). Lets an owner that does
+        /// not watch the completion rely on the whole buffer going out.
+        whole: bool,
     },
     /// Gather-write `count` slices starting at `iov`; completes with the total count written,
     /// which may be short. On a file it writes at the current file position, like `writev(2)`.
@@ -176,6 +187,9 @@ pub enum RawOp {
         iov: *const IoSlice,
         /// Number of slices.
         count: usize,
+        /// As for [`RawOp::Send`]: on a stream socket, complete only when every byte is out
+        /// or the connection failed.
+        whole: bool,
     },
     /// Read up to `len` bytes at `offset` of a file into `ptr`; completes with the count.
     ReadAt {
@@ -575,14 +589,25 @@ impl<B: IoBufMut, D: IoDriver> Op<B, D> {
 }
 
 impl<B: IoBuf, D: IoDriver> Op<B, D> {
-    /// Send the initialised bytes of `buf`.
+    /// Send the initialised bytes of `buf`; the count may be short.
     pub fn send(driver: D, fd: Fd, buf: B) -> Result<Self, (IoError, B)> {
+        Self::send_with(driver, fd, buf, false)
+    }
+
+    /// Send all the initialised bytes of `buf` (on a stream socket: short only if the
+    /// connection failed; see [`RawOp::Send`]'s `whole`).
+    pub fn send_whole(driver: D, fd: Fd, buf: B) -> Result<Self, (IoError, B)> {
+        Self::send_with(driver, fd, buf, true)
+    }
+
+    fn send_with(driver: D, fd: Fd, buf: B, whole: bool) -> Result<Self, (IoError, B)> {
         // SAFETY: `stable_ptr` is valid for `bytes_init` bytes of reads while `buf` lives.
         unsafe {
             Self::submit_with(driver, buf, |b| RawOp::Send {
                 fd,
                 ptr: b.stable_ptr(),
                 len: b.bytes_init(),
+                whole,
             })
         }
     }
@@ -616,8 +641,24 @@ impl<B> Gather<B> {
 }
 
 impl<B: IoBuf, D: IoDriver> Op<Gather<B>, D> {
-    /// Write the initialised bytes of every buffer in order, in one operation.
+    /// Write the initialised bytes of every buffer in order, in one operation; the count may
+    /// be short.
     pub fn writev(driver: D, fd: Fd, bufs: Vec<B>) -> Result<Self, (IoError, Vec<B>)> {
+        Self::writev_with(driver, fd, bufs, false)
+    }
+
+    /// [`writev`](Self::writev) of every byte (on a stream socket: short only if the
+    /// connection failed; see [`RawOp::Send`]'s `whole`).
+    pub fn writev_whole(driver: D, fd: Fd, bufs: Vec<B>) -> Result<Self, (IoError, Vec<B>)> {
+        Self::writev_with(driver, fd, bufs, true)
+    }
+
+    fn writev_with(
+        driver: D,
+        fd: Fd,
+        bufs: Vec<B>,
+        whole: bool,
+    ) -> Result<Self, (IoError, Vec<B>)> {
         let slices = bufs
             .iter()
             .map(|b| IoSlice {
@@ -634,6 +675,7 @@ impl<B: IoBuf, D: IoDriver> Op<Gather<B>, D> {
                 fd,
                 iov: g.slices.as_ptr(),
                 count: g.slices.len(),
+                whole,
             })
         }
         .map_err(|(e, g)| (e, g.bufs))

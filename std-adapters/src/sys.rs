@@ -176,44 +176,6 @@ pub(crate) fn set_ttl(fd: &OwnedFd, ttl: u32) -> io::Result<()> {
     setsockopt(fd, libc::IPPROTO_IP, libc::IP_TTL, ttl)
 }
 
-/// A `sockaddr` for `addr`, in storage large enough for any family.
-fn to_sockaddr(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
-    // SAFETY: `sockaddr_storage` is plain old data; all-zero is a valid value.
-    let mut storage: libc::sockaddr_storage = unsafe { mem::zeroed() };
-    let len = match addr {
-        SocketAddr::V4(a) => {
-            let sin = libc::sockaddr_in {
-                sin_family: libc::AF_INET as libc::sa_family_t,
-                sin_port: a.port().to_be(),
-                sin_addr: libc::in_addr {
-                    // The octets are in network order already: keep their memory order.
-                    s_addr: u32::from_ne_bytes(a.ip().octets()),
-                },
-                sin_zero: [0; 8],
-            };
-            // SAFETY: `sockaddr_storage` is larger than and at least as aligned as
-            // `sockaddr_in` (its purpose), and `storage` is ours alone.
-            unsafe { std::ptr::write((&raw mut storage).cast::<libc::sockaddr_in>(), sin) };
-            mem::size_of::<libc::sockaddr_in>()
-        }
-        SocketAddr::V6(a) => {
-            let sin6 = libc::sockaddr_in6 {
-                sin6_family: libc::AF_INET6 as libc::sa_family_t,
-                sin6_port: a.port().to_be(),
-                sin6_flowinfo: a.flowinfo(),
-                sin6_addr: libc::in6_addr {
-                    s6_addr: a.ip().octets(),
-                },
-                sin6_scope_id: a.scope_id(),
-            };
-            // SAFETY: as above, for `sockaddr_in6`.
-            unsafe { std::ptr::write((&raw mut storage).cast::<libc::sockaddr_in6>(), sin6) };
-            mem::size_of::<libc::sockaddr_in6>()
-        }
-    };
-    (storage, len as libc::socklen_t)
-}
-
 /// The `SocketAddr` in a `sockaddr_storage` the kernel filled.
 fn from_sockaddr(storage: &libc::sockaddr_storage, len: libc::socklen_t) -> io::Result<SocketAddr> {
     let len = len as usize;
@@ -250,7 +212,7 @@ fn from_sockaddr(storage: &libc::sockaddr_storage, len: libc::socklen_t) -> io::
 
 /// `bind(2)`.
 pub(crate) fn bind(fd: &OwnedFd, addr: &SocketAddr) -> io::Result<()> {
-    let (storage, len) = to_sockaddr(addr);
+    let (storage, len) = seastar_hal_mio::sockaddr_of(addr);
     // SAFETY: `storage` holds a valid sockaddr of `len` bytes; the kernel only reads it.
     cvt(unsafe { libc::bind(fd.as_raw_fd(), (&raw const storage).cast(), len) })?;
     Ok(())

@@ -67,6 +67,16 @@ pub const IO_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default deadline of a whole test (see [`watchdog::with_deadline`]).
 pub const TEST_DEADLINE: Duration = Duration::from_secs(90);
 
+/// (buffers in the current core's receive pools, of which free), from the backend's counters;
+/// `(0, 0)` off a runtime core.
+pub fn pool_counts() -> (u64, u64) {
+    match seastar::runtime::io_stats() {
+        Some(seastar::runtime::IoStats::Uring(s)) => (s.pool_buffers, s.pool_buffers_free),
+        Some(seastar::runtime::IoStats::Mio(s)) => (s.pool_buffers, s.pool_buffers_free),
+        _ => (0, 0),
+    }
+}
+
 /// Generates one `#[test]` per backend for each listed scenario.
 ///
 /// Each scenario is a function `fn name(backend: Backend)` in the including file; the macro

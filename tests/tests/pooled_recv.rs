@@ -29,7 +29,7 @@ use seastar::time::{sleep, timeout};
 use seastar::Backend;
 use seastar_tests::client::{self, must_runtime};
 use seastar_tests::rng::Rng;
-use seastar_tests::LOOPBACK_ANY_PORT;
+use seastar_tests::{pool_counts, LOOPBACK_ANY_PORT};
 
 /// Byte `i` of connection `conn`'s stream: depends on the position beyond any buffer size, so
 /// a lost, duplicated or reordered buffer shows.
@@ -74,15 +74,6 @@ where
         }
     })
     .detach();
-}
-
-/// (buffers in the core's pools, of which free), from the backend's counters.
-fn pool_counts() -> (u64, u64) {
-    match seastar::runtime::io_stats() {
-        Some(seastar::runtime::IoStats::Uring(s)) => (s.pool_buffers, s.pool_buffers_free),
-        Some(seastar::runtime::IoStats::Mio(s)) => (s.pool_buffers, s.pool_buffers_free),
-        _ => (0, 0),
-    }
 }
 
 /// Times a pooled receive found the core's pool empty.

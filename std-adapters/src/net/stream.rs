@@ -131,8 +131,50 @@ impl TcpStream {
         self.sock.writev_all(bufs).await
     }
 
-    /// Shut down the reading side, the writing side (the peer reads end of stream), or both.
-    /// Await writes before shutting down writing.
+    /// Start sending all of `buf`'s initialised bytes and return without waiting for the
+    /// send to finish (write-behind): the buffer is dropped when it has gone out (a
+    /// [`RecvBuf`] then returns to the pool), and the finished send wakes nobody, which
+    /// saves a task poll per message on io_uring.
+    ///
+    /// At most one write-behind send is in flight per stream: a call waits for the previous
+    /// one (that is the back-pressure). Bytes go out in call order, and every other write and
+    /// [`shutdown`](Self::shutdown) waits for them first. A failed send is reported by the
+    /// stream's next operation ([`recv`](Self::recv), a write, [`flush`](Self::flush),
+    /// `shutdown`); [`flush`](Self::flush) waits for the bytes to be out. Dropping the
+    /// stream with a send in flight closes it only after that send finished.
+    ///
+    /// [`RecvBuf`]s in a send count towards the stream's receive hold limit (32 buffers,
+    /// resumed at 16) until the next stream operation after the send finished gives them back;
+    /// `recv` asks to be woken for that when the send holds more than 16. A task that also
+    /// keeps received buffers of its own while it waits in `recv` should `flush` first.
+    ///
+    /// ```no_run
+    /// # async fn f(stream: seastar::net::TcpStream) -> std::io::Result<()> {
+    /// while let Some(buf) = stream.recv().await? {
+    ///     stream.write_behind(buf).await?; // echo: one task poll per message
+    /// }
+    /// stream.flush().await
+    /// # }
+    /// ```
+    pub async fn write_behind<B: IoBuf>(&self, buf: B) -> io::Result<()> {
+        self.sock.write_behind(buf).await
+    }
+
+    /// [`write_behind`](Self::write_behind) of several buffers in order, as one gather send
+    /// (per 1,024 buffers).
+    pub async fn writev_behind<B: IoBuf>(&self, bufs: Vec<B>) -> io::Result<()> {
+        self.sock.writev_behind(bufs).await
+    }
+
+    /// Wait until every [`write_behind`](Self::write_behind) byte has gone out; the error of
+    /// a send that failed.
+    pub async fn flush(&self) -> io::Result<()> {
+        self.sock.flush().await
+    }
+
+    /// Shut down the reading side, the writing side (the peer reads end of stream), or both,
+    /// after the [`write_behind`](Self::write_behind) bytes went out. Await other writes
+    /// before shutting down writing.
     pub async fn shutdown(&self, how: std::net::Shutdown) -> io::Result<()> {
         self.sock.shutdown(how).await
     }
@@ -177,12 +219,46 @@ impl TcpStream {
     /// socket closes when both are dropped (dropping the write half does not shut down
     /// writing: call [`OwnedWriteHalf::shutdown`] for that).
     pub fn into_split(self) -> (OwnedReadHalf, OwnedWriteHalf) {
+        let sock = self.sock.clone();
+        drop(self); // not the last reference: no linger
         (
-            OwnedReadHalf {
-                sock: self.sock.clone(),
-            },
-            OwnedWriteHalf { sock: self.sock },
+            OwnedReadHalf { sock: sock.clone() },
+            OwnedWriteHalf { sock },
         )
+    }
+}
+
+/// Dropping the last handle of a stream whose write-behind send is still in flight: a task
+/// keeps the socket until the send finished, then closes it, so the bytes are not cancelled
+/// and the descriptor is not closed under a send. Without a runtime core to run that task,
+/// the send is cancelled.
+fn close_after_sends(sock: &Rc<Socket>) {
+    if Rc::strong_count(sock) == 1 && sock.sending_behind() {
+        let sock = sock.clone();
+        if let Ok(task) = crate::task::try_spawn(async move {
+            // Nobody is left to hear of a failure.
+            let _ = sock.flush().await;
+        }) {
+            task.detach();
+        }
+    }
+}
+
+impl Drop for TcpStream {
+    fn drop(&mut self) {
+        close_after_sends(&self.sock);
+    }
+}
+
+impl Drop for OwnedReadHalf {
+    fn drop(&mut self) {
+        close_after_sends(&self.sock);
+    }
+}
+
+impl Drop for OwnedWriteHalf {
+    fn drop(&mut self) {
+        close_after_sends(&self.sock);
     }
 }
 
@@ -239,8 +315,9 @@ impl OwnedReadHalf {
     /// Put the stream back together with its write half.
     pub fn reunite(self, other: OwnedWriteHalf) -> Result<TcpStream, ReuniteError> {
         if Rc::ptr_eq(&self.sock, &other.sock) {
-            drop(other);
-            Ok(TcpStream { sock: self.sock })
+            let sock = self.sock.clone();
+            drop((self, other)); // not the last references: no linger
+            Ok(TcpStream { sock })
         } else {
             Err(ReuniteError(self, other))
         }
@@ -266,6 +343,21 @@ impl OwnedWriteHalf {
     /// As [`TcpStream::writev_all`].
     pub async fn writev_all<B: IoBuf>(&self, bufs: Vec<B>) -> (io::Result<()>, Vec<B>) {
         self.sock.writev_all(bufs).await
+    }
+
+    /// As [`TcpStream::write_behind`].
+    pub async fn write_behind<B: IoBuf>(&self, buf: B) -> io::Result<()> {
+        self.sock.write_behind(buf).await
+    }
+
+    /// As [`TcpStream::writev_behind`].
+    pub async fn writev_behind<B: IoBuf>(&self, bufs: Vec<B>) -> io::Result<()> {
+        self.sock.writev_behind(bufs).await
+    }
+
+    /// As [`TcpStream::flush`].
+    pub async fn flush(&self) -> io::Result<()> {
+        self.sock.flush().await
     }
 
     /// As [`TcpStream::shutdown`]; `Shutdown::Write` half-closes the connection.
