@@ -75,6 +75,18 @@ where
     }
 }
 
+/// [`on_ours`] with `body` in a spawned task, not the root future (the root is woken
+/// through the loop, a task as any task).
+fn in_a_task_on_ours<F, Fut>(rt: &Runtime, iters: u64, body: F) -> Duration
+where
+    F: FnOnce(u64) -> Fut + Send + 'static,
+    Fut: Future<Output = Duration> + 'static,
+{
+    on_ours(rt, iters, |iters| async move {
+        seastar::spawn(body(iters)).await.unwrap_or_default()
+    })
+}
+
 fn spawn_join(c: &mut Criterion) {
     let (rt, trt) = (ours(), tokio_rt());
     let mut g = c.benchmark_group("spawn_join");
@@ -122,16 +134,12 @@ fn yields(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     g.bench_function("seastar", |b| {
         b.iter_custom(|iters| {
-            on_ours(&rt, iters, |iters| async move {
-                // A spawned task, not the root future: the root is woken through the loop.
-                let task = seastar::spawn(async move {
-                    let start = Instant::now();
-                    for _ in 0..iters {
-                        seastar::task::yield_now().await;
-                    }
-                    start.elapsed()
-                });
-                task.await.unwrap_or_default()
+            in_a_task_on_ours(&rt, iters, |iters| async move {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    seastar::task::yield_now().await;
+                }
+                start.elapsed()
             })
         })
     });
@@ -174,6 +182,42 @@ fn registered<F: Future + ?Sized>(mut future: Pin<Box<F>>) -> Pin<Box<F>> {
     let mut cx = Context::from_waker(Waker::noop());
     let _ = future.as_mut().poll(&mut cx);
     future
+}
+
+/// `iters` times: create `TIMERS` sleeps with `sleep` (deadlines from [`spread`]), register
+/// each (one poll), drop them all; the total time.
+fn insert_cancel_sleeps<S: Future>(iters: u64, sleep: impl Fn(Duration) -> S) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        let start = Instant::now();
+        let mut sleeps: Vec<Pin<Box<S>>> =
+            (0..TIMERS).map(|i| Box::pin(sleep(spread(i)))).collect();
+        black_box(poll_once_all(&mut sleeps));
+        drop(sleeps);
+        total += start.elapsed();
+    }
+    total
+}
+
+/// `iters` times: create `TIMERS` sleeps with `sleep` (deadlines from `near`), each registered
+/// as soon as it is created, sleep 2 ms past them all, poll each once more (all ready); the
+/// total time.
+async fn insert_fire_sleeps<S: Future>(
+    iters: u64,
+    near: impl Fn(u64) -> Duration,
+    sleep: impl Fn(Duration) -> S,
+) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        let start = Instant::now();
+        let mut sleeps: Vec<Pin<Box<S>>> = (0..TIMERS)
+            .map(|i| registered(Box::pin(sleep(near(i)))))
+            .collect();
+        sleep(Duration::from_millis(2)).await;
+        black_box(poll_once_all(&mut sleeps));
+        total += start.elapsed();
+    }
+    total
 }
 
 fn timers(c: &mut Criterion) {
@@ -227,35 +271,13 @@ fn timers(c: &mut Criterion) {
     g.bench_function(BenchmarkId::new("insert_cancel", "seastar_sleep"), |b| {
         b.iter_custom(|iters| {
             on_ours(&rt, iters, |iters| async move {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let start = Instant::now();
-                    let mut sleeps: Vec<Pin<Box<seastar::time::Sleep>>> = (0..TIMERS)
-                        .map(|i| Box::pin(seastar::time::sleep(spread(i))))
-                        .collect();
-                    black_box(poll_once_all(&mut sleeps));
-                    drop(sleeps);
-                    total += start.elapsed();
-                }
-                total
+                insert_cancel_sleeps(iters, seastar::time::sleep)
             })
         })
     });
     g.bench_function(BenchmarkId::new("insert_cancel", "tokio_sleep"), |b| {
         b.iter_custom(|iters| {
-            trt.block_on(async {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let start = Instant::now();
-                    let mut sleeps: Vec<Pin<Box<tokio::time::Sleep>>> = (0..TIMERS)
-                        .map(|i| Box::pin(tokio::time::sleep(spread(i))))
-                        .collect();
-                    black_box(poll_once_all(&mut sleeps));
-                    drop(sleeps);
-                    total += start.elapsed();
-                }
-                total
-            })
+            trt.block_on(async { insert_cancel_sleeps(iters, tokio::time::sleep) })
         })
     });
 
@@ -268,37 +290,13 @@ fn timers(c: &mut Criterion) {
     let near = |i: u64| Duration::from_nanos(i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 44);
     g.bench_function(BenchmarkId::new("insert_fire", "seastar_sleep"), |b| {
         b.iter_custom(|iters| {
-            on_ours(&rt, iters, move |iters| async move {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let start = Instant::now();
-                    let mut sleeps: Vec<Pin<Box<seastar::time::Sleep>>> = (0..TIMERS)
-                        .map(|i| registered(Box::pin(seastar::time::sleep(near(i)))))
-                        .collect();
-                    seastar::time::sleep(Duration::from_millis(2)).await;
-                    black_box(poll_once_all(&mut sleeps));
-                    total += start.elapsed();
-                }
-                total
+            on_ours(&rt, iters, move |iters| {
+                insert_fire_sleeps(iters, near, seastar::time::sleep)
             })
         })
     });
     g.bench_function(BenchmarkId::new("insert_fire", "tokio_sleep"), |b| {
-        b.iter_custom(|iters| {
-            trt.block_on(async {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let start = Instant::now();
-                    let mut sleeps: Vec<Pin<Box<tokio::time::Sleep>>> = (0..TIMERS)
-                        .map(|i| registered(Box::pin(tokio::time::sleep(near(i)))))
-                        .collect();
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                    black_box(poll_once_all(&mut sleeps));
-                    total += start.elapsed();
-                }
-                total
-            })
-        })
+        b.iter_custom(|iters| trt.block_on(insert_fire_sleeps(iters, near, tokio::time::sleep)))
     });
     g.finish();
 }
@@ -391,17 +389,14 @@ fn preempt_check(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     g.bench_function("seastar_need_preempt", |b| {
         b.iter_custom(|iters| {
-            on_ours(&rt, iters, |iters| async move {
-                let task = seastar::spawn(async move {
-                    let start = Instant::now();
-                    let mut n = 0u64;
-                    for _ in 0..iters {
-                        n += u64::from(black_box(seastar_kernel::sched::need_preempt()));
-                    }
-                    black_box(n);
-                    start.elapsed()
-                });
-                task.await.unwrap_or_default()
+            in_a_task_on_ours(&rt, iters, |iters| async move {
+                let start = Instant::now();
+                let mut n = 0u64;
+                for _ in 0..iters {
+                    n += u64::from(black_box(seastar_kernel::sched::need_preempt()));
+                }
+                black_box(n);
+                start.elapsed()
             })
         })
     });

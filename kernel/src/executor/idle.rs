@@ -81,13 +81,15 @@ pub(super) struct IdleState {
 }
 
 impl<P: Platform + 'static> Executor<P> {
-    /// The core has nothing to run. Spin for the idle-poll window (see the module docs);
-    /// returns true if work showed up and the loop may skip the park this iteration.
+    /// The core has nothing to run. Spin for the idle-poll window (see the module docs),
+    /// which starts at `start` (the end of the last poll: a recent clock reading); returns
+    /// true if work showed up and the loop may skip the park this iteration.
     pub(super) fn idle_poll(
         &self,
         state: &mut IdleState,
         root_woken: &AtomicBool,
         smp: Option<&CoreSmp>,
+        start: Instant,
     ) -> bool {
         let activity = smp.map_or(0, |s| s.activity());
         let smp_hot = activity != state.smp_activity;
@@ -105,7 +107,6 @@ impl<P: Platform + 'static> Executor<P> {
         if let Some(smp) = smp {
             smp.flush_all();
         }
-        let start = self.platform.now();
         let end = start.saturating_add(window);
         let window_ns = u64::try_from(window.as_nanos()).unwrap_or(u64::MAX);
         let max_rounds = (window_ns / ROUND_NS).max(1);

@@ -13,12 +13,14 @@
 //!    [`ExecutorStats::last_stall`]);
 //! 3. park on the platform: with the next timer deadline when there is nothing to run, or
 //!    without blocking when tasks are still ready (so I/O completions are collected at least
-//!    once per quota). With nothing to run, the core may first poll for a while (see
+//!    once per quota; with no I/O in flight that is a [`Platform::flush`], no system call).
+//!    With nothing to run, the core may first poll for a while (see
 //!    [idle polling](#idle-polling)) and skip the park if work shows up;
 //! 4. fire due timers, take in wakes that other threads sent and, with an smp endpoint
-//!    attached ([`Executor::attach_smp`]), messages from other cores; repeat. Cross-core
-//!    messages are published right before step 3, and a blocking park first re-checks the
-//!    incoming rings.
+//!    attached ([`Executor::attach_smp`]), messages from other cores (the task of arriving
+//!    work is polled right there when no other task waits, see [`crate::smp`]); repeat.
+//!    Cross-core messages are published right before step 3, and a blocking park first
+//!    re-checks the incoming rings.
 //!
 //! # Idle polling
 //!
@@ -35,11 +37,13 @@ use alloc::rc::Rc;
 use alloc::sync::Arc;
 use alloc::task::Wake;
 use core::future::Future;
+use core::ops::ControlFlow;
 use core::pin::{pin, Pin};
 use core::sync::atomic::{AtomicBool, Ordering};
 use core::task::{Context, Poll, Waker};
 use core::time::Duration;
 
+use seastar_hal::io::IoDriver;
 use seastar_hal::{Instant, Platform, PollInfo};
 
 pub(crate) mod context;
@@ -50,7 +54,7 @@ mod stats;
 use self::idle::IdleState;
 pub use self::idle::DEFAULT_SMP_IDLE_POLL;
 pub(crate) use self::percore::RemoteQueue;
-use self::percore::{Clock, Core};
+use self::percore::{Core, CorePlatform};
 use self::stats::Stats;
 pub use self::stats::{ExecutorStats, GroupStats, StallReport};
 use crate::sched::DEFAULT_GROUP_NAME;
@@ -180,10 +184,10 @@ impl<P: Platform + 'static> Executor<P> {
     /// An executor with `config`.
     pub fn with_config(platform: P, config: ExecutorConfig) -> Self {
         let platform = Rc::new(platform);
-        let clock: Rc<dyn Clock> = platform.clone();
+        let clock: Rc<dyn CorePlatform> = platform.clone();
         let unparker: Box<dyn seastar_hal::Unpark> = Box::new(platform.unparker());
         Executor {
-            core: Core::new(clock, unparker),
+            core: Core::new(clock, unparker, config.stall_threshold),
             platform,
             config,
         }
@@ -237,18 +241,24 @@ impl<P: Platform + 'static> Executor<P> {
         // Attaching needs `&mut self`, so this cannot change while the loop runs.
         let smp = core.smp();
         let mut idle_state = IdleState::default();
+        // The latest clock reading: the loop reads the clock once per iteration (after the
+        // park or the idle spin) and otherwise reuses the end of the last poll, which is as
+        // fresh (see "One clock read per task poll" in ARCHITECTURE.md).
+        let mut now = self.platform.now();
         loop {
             Stats::bump(&core.stats.loop_iterations, 1);
             // One quota covers the batch: the root future's polls and the tasks'.
-            let quota_start = self.platform.now();
+            let quota_start = now;
             core.begin_quota(quota_start.saturating_add(self.config.task_quota));
-            if let Some(out) = self.run_batch(future.as_mut(), &mut cx, &root.woken, quota_start) {
-                return Ok(out);
+            match self.run_batch(future.as_mut(), &mut cx, &root.woken, quota_start) {
+                ControlFlow::Break(out) => return Ok(out),
+                ControlFlow::Continue(batch_end) => now = batch_end,
             }
             let idle = core.run_queue_len() == 0 && !root.woken.load(Ordering::Acquire);
             // Idle: poll for a while before parking (`idle.rs`); work found there skips the
             // park (and its system call) altogether.
-            let skip_park = idle && self.idle_poll(&mut idle_state, &root.woken, smp.as_deref());
+            let skip_park =
+                idle && self.idle_poll(&mut idle_state, &root.woken, smp.as_deref(), now);
             if !skip_park {
                 // The spin may have made work runnable (a completion, a wake) without
                 // skipping the park: then the park must not block.
@@ -256,14 +266,21 @@ impl<P: Platform + 'static> Executor<P> {
                     && core.run_queue_len() == 0
                     && !root.woken.load(Ordering::Acquire)
                     && !core.remote_pending();
-                self.park(idle, smp.as_deref(), &mut idle_state);
+                self.park(idle, smp.as_deref());
             }
-            let fired = core.fire_timers(self.platform.now());
+            now = self.platform.now();
+            core.set_clock_mark(now);
+            if !skip_park {
+                idle_state.last_park = now;
+            }
+            let fired = core.fire_timers(now);
             Stats::bump(&core.stats.timers_fired, fired as u64);
             core.drain_remote();
-            // Take in messages from other cores (spawning their work, completing replies).
+            // Take in messages from other cores (running their work, completing replies).
             if let Some(smp) = &smp {
                 smp.poll();
+                // Work that arrived was polled right away; its last poll ended later.
+                now = core.clock_mark();
             }
         }
     }
@@ -271,7 +288,10 @@ impl<P: Platform + 'static> Executor<P> {
     /// Park on the platform: until the next timer if `idle`, else only to collect what is
     /// ready. Publishes this iteration's cross-core messages first; before a blocking park it
     /// announces the sleep and re-checks the rings (the doorbell protocol in `smp`'s docs).
-    fn park(&self, idle: bool, smp: Option<&CoreSmp>, idle_state: &mut IdleState) {
+    /// A park that may not block while no I/O is in flight has nothing to collect: it is a
+    /// [`Platform::flush`] (no system call), so a busy core that does no I/O never enters the
+    /// kernel.
+    fn park(&self, idle: bool, smp: Option<&CoreSmp>) {
         let core = &self.core;
         // With work pending, park only to collect completions without blocking.
         let mut deadline = if idle {
@@ -285,14 +305,17 @@ impl<P: Platform + 'static> Executor<P> {
             }
         }
         Stats::bump(&core.stats.parks, 1);
-        if deadline != Some(Instant::ZERO) {
-            Stats::bump(&core.stats.sleeps, 1);
+        if deadline == Some(Instant::ZERO) && self.platform.io().in_flight() == 0 {
+            self.platform.flush();
+        } else {
+            if deadline != Some(Instant::ZERO) {
+                Stats::bump(&core.stats.sleeps, 1);
+            }
+            self.platform.park(deadline);
         }
-        self.platform.park(deadline);
         if let Some(smp) = smp {
             smp.after_park();
         }
-        idle_state.last_park = self.platform.now();
     }
 
     /// One batch of polls between two looks at I/O and timers: the root future if it was
@@ -300,14 +323,15 @@ impl<P: Platform + 'static> Executor<P> {
     /// used up, or [`MAX_POLLS_PER_BATCH`] polls were made. The root future is the program's
     /// main task: when a task wakes it, it is polled next, inside the same batch (its polls
     /// count towards the quota and the cap like a task's), so handing it a result costs no
-    /// trip through the platform. Returns the root future's output once it is ready.
+    /// trip through the platform. Returns the root future's output once it is ready, else
+    /// when the batch's last poll ended (`quota_start` if nothing was polled).
     fn run_batch<F: Future>(
         &self,
         mut future: Pin<&mut F>,
         cx: &mut Context<'_>,
         root_woken: &AtomicBool,
         quota_start: Instant,
-    ) -> Option<F::Output> {
+    ) -> ControlFlow<F::Output, Instant> {
         let core = &self.core;
         core.drain_remote();
         let mut batch = Batch {
@@ -321,7 +345,7 @@ impl<P: Platform + 'static> Executor<P> {
                 let (polled, end) = self.poll_root(future.as_mut(), cx, batch.t);
                 if let Poll::Ready(out) = polled {
                     self.count_batch(&batch);
-                    return Some(out);
+                    return ControlFlow::Break(out);
                 }
                 batch.t = end;
                 batch.polls += 1;
@@ -336,7 +360,7 @@ impl<P: Platform + 'static> Executor<P> {
             }
         }
         self.count_batch(&batch);
-        None
+        ControlFlow::Continue(batch.t)
     }
 
     fn count_batch(&self, batch: &Batch) {
@@ -367,7 +391,9 @@ impl<P: Platform + 'static> Executor<P> {
                 start,
             ));
         }
+        self.core.set_polling(true);
         let polled = future.poll(cx);
+        self.core.set_polling(false);
         let end = self.platform.now();
         if let Some(w) = watch {
             w.poll_ended(end);
@@ -397,13 +423,9 @@ impl<P: Platform + 'static> Executor<P> {
     /// root future was woken. Returns true in the last case: the root goes next.
     fn run_tasks(&self, root_woken: &AtomicBool, batch: &mut Batch) -> bool {
         let core = &self.core;
-        let platform = &*self.platform;
-        let now = || platform.now();
-        let watch = platform.stall_watch();
-        let stall_threshold = self.config.stall_threshold;
         // One clock read per poll: the end of a poll is the start of the next. The scheduler
         // needs it to charge groups; the quota and the stall check reuse it.
-        while let Some(end) = core.run_one(batch.t, &now, stall_threshold, watch) {
+        while let Some(end) = core.run_one(batch.t) {
             batch.t = end;
             batch.polls += 1;
             batch.task_polls += 1;

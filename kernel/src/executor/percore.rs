@@ -9,7 +9,7 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::cell::{Cell, RefCell};
 use core::future::Future;
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use core::task::Waker;
 use core::time::Duration;
 
@@ -26,20 +26,31 @@ use crate::time::wheel::TimerWheel;
 /// 32-bit microcontrollers have no 64-bit atomics.)
 static NEXT_CORE_ID: AtomicUsize = AtomicUsize::new(1);
 
-/// The clock, erased from the platform type so free functions can read it.
-pub(crate) trait Clock {
+/// What the core needs of its platform outside the loop: the clock (free functions read it)
+/// and the stall watch (a task polled right where its work arrives, outside the run loop,
+/// is watched like any other), erased from the platform type.
+pub(crate) trait CorePlatform {
     fn read_clock(&self) -> Instant;
+    fn watch(&self) -> Option<&dyn StallWatch>;
 }
 
-impl<P: seastar_hal::Platform> Clock for P {
+impl<P: seastar_hal::Platform> CorePlatform for P {
     fn read_clock(&self) -> Instant {
         seastar_hal::Platform::now(self)
+    }
+    fn watch(&self) -> Option<&dyn StallWatch> {
+        seastar_hal::Platform::stall_watch(self)
     }
 }
 
 /// Wakes that arrive from other threads. The only part of a core other threads touch.
 pub(crate) struct RemoteQueue {
     inner: spin::Mutex<RemoteInner>,
+    /// `inner.tasks` may be non-empty: set under the lock by a push, cleared under the lock
+    /// by a drain. The owner's loop reads it without the lock, so a core that gets no
+    /// foreign wakes (the common case) never takes the lock. A push the owner misses here
+    /// is seen on its next look; a blocking park cannot miss it, because the push unparks.
+    pending: AtomicBool,
     unparker: Box<dyn Unpark>,
 }
 
@@ -56,6 +67,7 @@ impl RemoteQueue {
                 tasks: Vec::new(),
                 closed: false,
             }),
+            pending: AtomicBool::new(false),
             unparker,
         }
     }
@@ -69,6 +81,9 @@ impl RemoteQueue {
             return;
         }
         inner.tasks.push(task);
+        // Release: pairs with the owner's Acquire load, though the lock it then takes orders
+        // the tasks anyway.
+        self.pending.store(true, Ordering::Release);
         drop(inner);
         self.unparker.unpark();
     }
@@ -79,17 +94,22 @@ impl RemoteQueue {
 
     /// Whether wakes are waiting to be drained (the idle poll's check).
     pub(crate) fn has_tasks(&self) -> bool {
-        !self.inner.lock().tasks.is_empty()
+        self.pending.load(Ordering::Acquire)
     }
 
     fn drain_into(&self, out: &mut Vec<TaskRef>) {
+        if !self.has_tasks() {
+            return;
+        }
         let mut inner = self.inner.lock();
         core::mem::swap(&mut inner.tasks, out);
+        self.pending.store(false, Ordering::Relaxed);
     }
 
     fn close(&self) -> Vec<TaskRef> {
         let mut inner = self.inner.lock();
         inner.closed = true;
+        self.pending.store(false, Ordering::Relaxed);
         core::mem::take(&mut inner.tasks)
     }
 }
@@ -160,7 +180,16 @@ pub(crate) struct Core {
     pub(crate) timers: RefCell<TimerWheel<Waker>>,
     /// Reused buffer for expired timer wakers.
     expired: RefCell<Vec<Waker>>,
-    clock: Rc<dyn Clock>,
+    clock: Rc<dyn CorePlatform>,
+    /// A poll at least this long (in nanoseconds) is reported as a stall.
+    stall_threshold_ns: u64,
+    /// The latest clock reading of the loop or of a task poll's end. A task polled where its
+    /// work arrives starts here (whatever ran since is charged to it, as the end of one poll
+    /// is the start of the next), and the loop goes on from the last such poll's end.
+    clock_mark: Cell<Instant>,
+    /// A task (or the root future) is being polled: work arriving now must be queued, not
+    /// polled on the spot.
+    polling: Cell<bool>,
     next_task_id: Cell<u64>,
     pub(crate) stats: Stats,
     /// Cross-core messaging, once an endpoint is attached (`Executor::attach_smp`).
@@ -168,7 +197,11 @@ pub(crate) struct Core {
 }
 
 impl Core {
-    pub(crate) fn new(clock: Rc<dyn Clock>, unparker: Box<dyn Unpark>) -> Self {
+    pub(crate) fn new(
+        clock: Rc<dyn CorePlatform>,
+        unparker: Box<dyn Unpark>,
+        stall_threshold: Duration,
+    ) -> Self {
         let now = clock.read_clock();
         Core {
             id: NEXT_CORE_ID.fetch_add(1, Ordering::Relaxed) as u64,
@@ -184,6 +217,9 @@ impl Core {
             timers: RefCell::new(TimerWheel::new(now)),
             expired: RefCell::new(Vec::new()),
             clock,
+            stall_threshold_ns: u64::try_from(stall_threshold.as_nanos()).unwrap_or(u64::MAX),
+            clock_mark: Cell::new(now),
+            polling: Cell::new(false),
             next_task_id: Cell::new(1),
             stats: Stats::default(),
             smp: RefCell::new(None),
@@ -220,6 +256,41 @@ impl Core {
     where
         F: Future + 'static,
     {
+        let (handle, task) = self.create_task(name, group, future);
+        self.schedule(task);
+        handle
+    }
+
+    /// Spawn `future` detached and, if no other task is waiting to run, poll it right away:
+    /// for work that arrives from another core, so that work that completes at once answers
+    /// within the same loop iteration without a trip through the run queue. The poll is
+    /// charged, watched and stall-checked like any other. With tasks waiting (or inside a
+    /// poll) it is queued like any spawn: polling it first would put it ahead of them,
+    /// whatever their groups' shares.
+    pub(crate) fn spawn_and_poll<F>(&self, future: F)
+    where
+        F: Future + 'static,
+    {
+        let (handle, task) = self.create_task(None, None, future);
+        drop(handle);
+        if self.polling.get() || self.run_queue_len() > 0 {
+            self.schedule(task);
+            return;
+        }
+        let group = task.header().group;
+        self.poll_task(group, task, self.clock_mark.get());
+    }
+
+    /// A new task in the registry, its handle, and the reference for the run queue.
+    fn create_task<F>(
+        &self,
+        name: Option<Cow<'static, str>>,
+        group: Option<&SchedulingGroup>,
+        future: F,
+    ) -> (JoinHandle<F::Output>, TaskRef)
+    where
+        F: Future + 'static,
+    {
         let group = match group {
             Some(g) if g.core() == self.id => g.raw_index(),
             Some(g) => {
@@ -249,9 +320,7 @@ impl Core {
         self.stats
             .tasks_spawned
             .set(self.stats.tasks_spawned.get() + 1);
-        let handle = JoinHandle::new(handled);
-        self.schedule(task);
-        handle
+        (JoinHandle::new(handled), task)
     }
 
     /// Put a task on the run queue unless it is already there or finished. Owner thread.
@@ -355,6 +424,9 @@ impl Core {
 
     /// Move wakes that arrived from other threads onto the run queue.
     pub(crate) fn drain_remote(&self) {
+        if !self.remote.has_tasks() {
+            return;
+        }
         let mut buf = self.remote_buf.borrow_mut();
         self.remote.drain_into(&mut buf);
         for task in buf.drain(..) {
@@ -381,32 +453,33 @@ impl Core {
         self.timers.borrow().next_deadline()
     }
 
-    /// Poll the next task (the scheduler's choice), which starts at `start`; `now` reads the
-    /// clock. Charges the poll's time to the task's group and reports it if it reached
-    /// `stall_threshold`. Returns when the poll ended (the next one's start), or `None` if
-    /// no task was ready.
-    pub(crate) fn run_one(
-        &self,
-        start: Instant,
-        now: &impl Fn() -> Instant,
-        stall_threshold: Duration,
-        watch: Option<&dyn StallWatch>,
-    ) -> Option<Instant> {
+    /// Poll the next task (the scheduler's choice), which starts at `start`. Returns when
+    /// the poll ended (the next one's start), or `None` if no task was ready.
+    pub(crate) fn run_one(&self, start: Instant) -> Option<Instant> {
         let (group, task) = self.sched.borrow_mut().pop()?;
+        Some(self.poll_task(group, task, start))
+    }
+
+    /// Poll `task` of `group` (just taken off the run queue, or never queued), which starts
+    /// at `start`. Charges the poll's time to the group and reports it if it reached the stall
+    /// threshold. Returns when the poll ended.
+    fn poll_task(&self, group: u32, task: TaskRef, start: Instant) -> Instant {
         let h = task.header();
         let s = h.state.get() & !state::SCHEDULED;
         h.state.set(s);
         if s & state::COMPLETE != 0 {
-            return Some(start);
+            return start;
         }
         if s & state::CANCEL_REQUESTED != 0 {
             // Dropping the future may take a while; the next poll pays for it otherwise.
             self.cancel(&task);
-            return Some(now());
+            return self.clock.read_clock();
         }
         h.state.set(s | state::RUNNING);
         Stats::bump(&self.stats.polls, 1);
         self.running_group.set(group);
+        self.polling.set(true);
+        let watch = self.clock.watch();
         if let Some(w) = watch {
             let sched = self.sched.borrow();
             w.poll_started(&PollInfo::new(
@@ -417,14 +490,18 @@ impl Core {
             ));
         }
         let done = task.poll();
-        let end = now();
+        let end = self.clock.read_clock();
         if let Some(w) = watch {
             w.poll_ended(end);
         }
+        self.polling.set(false);
         self.running_group.set(0);
-        let elapsed = end.saturating_duration_since(start);
-        self.sched.borrow_mut().charge(group, elapsed);
-        if elapsed >= stall_threshold {
+        self.clock_mark.set(end);
+        // Plain nanoseconds: the per-poll path stays clear of `Duration`'s 128-bit math.
+        let elapsed_ns = end.as_nanos().saturating_sub(start.as_nanos());
+        self.sched.borrow_mut().charge_ns(group, elapsed_ns);
+        if elapsed_ns >= self.stall_threshold_ns {
+            let elapsed = Duration::from_nanos(elapsed_ns);
             self.report_stall(h.id, h.name.as_deref(), group, start, elapsed);
         }
         let s = h.state.get() & !state::RUNNING;
@@ -434,7 +511,23 @@ impl Core {
         } else if s & state::CANCEL_REQUESTED != 0 {
             self.cancel(&task);
         }
-        Some(end)
+        end
+    }
+
+    /// See `clock_mark`.
+    pub(crate) fn clock_mark(&self) -> Instant {
+        self.clock_mark.get()
+    }
+
+    /// The loop read the clock: `now`.
+    pub(crate) fn set_clock_mark(&self, now: Instant) {
+        self.clock_mark.set(now);
+    }
+
+    /// The root future of `block_on` is being polled (or no longer is): work arriving from
+    /// other cores meanwhile is queued, not polled inside it.
+    pub(crate) fn set_polling(&self, polling: bool) {
+        self.polling.set(polling);
     }
 
     /// Report a poll of task `task_id` (0: the root future) that held the core for

@@ -11,6 +11,7 @@ use core::task::{Context, Poll, Waker};
 use std::sync::Mutex;
 
 use seastar_hal::sim::SimPlatform;
+use seastar_hal::Platform;
 
 use super::{block_on, AlreadyRunning, Executor};
 use crate::task::{self, spawn, yield_now, Builder, JoinError};
@@ -492,4 +493,39 @@ fn many_tasks_complete_and_free_their_cells() {
     .expect("runs");
     assert_eq!(done.load(Ordering::Relaxed), n);
     assert_eq!(ex.stats().live_tasks, 0);
+}
+
+/// Between batches a busy core looks at the platform without blocking. With no I/O in flight
+/// there is nothing to collect, so that look is a `flush` (no system call on a real
+/// platform); with an op in flight it is a real park.
+#[test]
+fn a_busy_core_parks_the_platform_only_with_io_in_flight() {
+    for with_io in [false, true] {
+        let platform = Rc::new(SimPlatform::new());
+        let mut ex = Executor::new(platform.clone());
+        let shared = platform.clone();
+        ex.block_on(async move {
+            let far = seastar_hal::Instant::from_nanos(u64::MAX / 2);
+            let op =
+                with_io.then(|| seastar_hal::io::Op::timeout(shared.io(), far).expect("submit"));
+            let clock = shared.clock().clone();
+            let spinner = spawn(async move {
+                for _ in 0..4 {
+                    // Each poll uses up a whole task quota, so each ends its batch.
+                    clock.advance(super::DEFAULT_TASK_QUOTA);
+                    yield_now().await;
+                }
+            });
+            spinner.await.expect("task");
+            drop(op);
+        })
+        .expect("runs");
+        let s = ex.stats();
+        assert!(s.parks >= 3, "{s:?}");
+        if with_io {
+            assert!(platform.parks() >= 3, "{}", platform.parks());
+        } else {
+            assert_eq!(platform.parks(), 0, "every look was a flush");
+        }
+    }
 }

@@ -385,12 +385,12 @@ impl Scheduler {
         Some((b as u32, task))
     }
 
-    /// Charge a poll of `elapsed` to `group`.
-    pub(crate) fn charge(&mut self, group: u32, elapsed: Duration) {
+    /// Charge a poll of `ns` nanoseconds to `group`.
+    #[inline]
+    pub(crate) fn charge_ns(&mut self, group: u32, ns: u64) {
         let Some(g) = self.groups.get_mut(group as usize) else {
             return;
         };
-        let ns = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
         let shares = u64::from(g.info.shares.get().max(1));
         // The default shares advance at the speed of real time: no division on that path.
         let weighted = if shares == VRUNTIME_SCALE {
@@ -402,12 +402,17 @@ impl Scheduler {
         g.runtime_ns = g.runtime_ns.saturating_add(ns);
         g.polls += 1;
         if self.min_vruntime > REBASE_AT {
-            let base = self.min_vruntime;
-            for g in &mut self.groups {
-                g.vruntime = g.vruntime.saturating_sub(base);
-            }
-            self.min_vruntime = 0;
+            self.rebase();
         }
+    }
+
+    #[cold]
+    fn rebase(&mut self) {
+        let base = self.min_vruntime;
+        for g in &mut self.groups {
+            g.vruntime = g.vruntime.saturating_sub(base);
+        }
+        self.min_vruntime = 0;
     }
 
     pub(crate) fn len(&self) -> usize {

@@ -139,6 +139,9 @@ struct Peer {
     dead: Cell<bool>,
     /// `flush_all` published to this peer and still has to check its doorbell.
     bell_pending: Cell<bool>,
+    /// `drain_from` released slots of `rx`; `flush_all` still has to see whether the peer
+    /// asked for space.
+    released: Cell<bool>,
 }
 
 #[derive(Default)]
@@ -184,6 +187,7 @@ impl CoreSmp {
                 awaiting: Cell::new(0),
                 dead: Cell::new(false),
                 bell_pending: Cell::new(false),
+                released: Cell::new(false),
             })
             .collect();
         CoreSmp {
@@ -452,14 +456,11 @@ impl CoreSmp {
             }
         }
         bump(&self.counters.received, n as u64);
-        let wants_space = match peer.rx.borrow_mut().as_mut() {
-            Some(rx) if n > 0 => rx.release(),
-            _ => false,
-        };
-        if wants_space {
-            // `release` fenced after publishing our head: the usual doorbell pairing.
-            if self.doorbells[j].ring_if_sleeping() {
-                bump(&self.counters.doorbells, 1);
+        if n > 0 {
+            if let Some(rx) = peer.rx.borrow_mut().as_mut() {
+                rx.release_slots();
+                // `flush_all` fences and then sees whether the peer waits for this space.
+                peer.released.set(true);
             }
         }
     }
@@ -516,25 +517,35 @@ impl CoreSmp {
         }
     }
 
-    /// Publish every ring with new messages and wake the peers that may sleep.
+    /// Publish every ring with new messages and wake the peers that may sleep: those this
+    /// core published to, and those waiting for space this core released (`drain_from`).
     pub(crate) fn flush_all(&self) {
-        let mut published = false;
+        let mut pending = false;
         for peer in &self.peers {
             if let Some(tx) = peer.tx.borrow_mut().as_mut() {
                 if tx.flush() {
                     peer.bell_pending.set(true);
-                    published = true;
+                    pending = true;
                 }
             }
+            pending |= peer.released.get();
         }
-        if !published {
+        if !pending {
             return;
         }
-        // One fence for all rings: orders our tail stores before reading the peers'
-        // sleeping flags (module docs).
+        // One fence for all rings and both directions: orders our stamp and head stores
+        // before reading the peers' sleeping and space-wanted flags (module docs).
         fence(Ordering::SeqCst);
         for (peer, bell) in self.peers.iter().zip(self.doorbells.iter()) {
-            if peer.bell_pending.replace(false) && bell.ring_if_sleeping() {
+            let mut ring = peer.bell_pending.replace(false);
+            if peer.released.replace(false) {
+                ring |= peer
+                    .rx
+                    .borrow()
+                    .as_ref()
+                    .is_some_and(|rx| rx.take_space_wanted());
+            }
+            if ring && bell.ring_if_sleeping() {
                 bump(&self.counters.doorbells, 1);
             }
         }
@@ -577,7 +588,12 @@ impl CoreSmp {
 
     /// Called by the executor right after `park` returns.
     pub(crate) fn after_park(&self) {
-        self.doorbells[self.index].set_sleeping(false);
+        let bell = &self.doorbells[self.index];
+        // Only a blocking park raised the flag. Storing `false` over `false` would still take
+        // the line from the peers that read it on every publish.
+        if bell.sleeping.load(Ordering::Relaxed) {
+            bell.set_sleeping(false);
+        }
     }
 
     /// Messages sent plus received so far: the idle poll spins longer after a busy period

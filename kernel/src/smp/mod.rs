@@ -18,7 +18,9 @@
 //!
 //! # What a message is
 //!
-//! Either work (a `Send` closure, which spawns one task on the receiving core), or a reply (a
+//! Either work (a `Send` closure, which spawns one task on the receiving core and, unless
+//! other tasks wait to run, polls it right there, as the message is taken from the ring: work
+//! that is ready at once is answered within the same loop iteration), or a reply (a
 //! reply id plus the `Result<T, SmpError>`). Both are type-erased "parcels" stored inline in
 //! the 64-byte ring slot when they fit (`ring::parcel`; 40 bytes), boxed otherwise, so a
 //! round trip allocates only the target's task. The caller's core keeps a slab of pending
@@ -31,7 +33,8 @@
 //!
 //! Each executor iteration drains every incoming ring (bounded per ring by its capacity),
 //! retries the overflow queues, and publishes what its tasks pushed (batched: a ring's new
-//! slots are stamped once per iteration, or every `batch` messages; see `ring.rs`). A core
+//! slots are stamped once per iteration, or every `batch` messages; see `ring.rs`), with one
+//! `SeqCst` fence for the drained rings' releases and the publishes together. A core
 //! that goes idle after cross-core traffic first polls its rings for a while with its
 //! `sleeping` flag down (the executor's idle polling, `ExecutorConfig::smp_idle_poll`), so
 //! a reply or the next request usually finds it awake and costs no system call on either

@@ -20,7 +20,7 @@
 //!   stamp that observes it. The stamp stores go to lines the producer has just written, so a
 //!   batch costs no extra transfer.
 //! * The consumer moves items out of stamped slots and advances a private `local_head`;
-//!   [`Consumer::release`] (or every `batch`-th pop) stores it into `head` with `Release`, so
+//!   [`Consumer::release_slots`] (or every `batch`-th pop) stores it into `head` with `Release`, so
 //!   its moves out happen-before the producer's `Acquire` load of `head` that observes it and
 //!   the producer never overwrites a slot still being read.
 //! * The producer re-reads `head` only when its cached copy says "full", so a steady stream
@@ -33,8 +33,9 @@
 //! endpoint, not here; the ring only offers a `SeqCst` fence after each publish
 //! ([`Producer::flush`] returns whether anything new became visible, and the endpoint fences
 //! once for all rings). For the reverse direction (a full ring), the producer sets
-//! `space_wanted`; [`Consumer::release`] stores `head`, fences (`SeqCst`) and then takes the
-//! flag, telling its caller to wake the producer's core. With the producer doing
+//! `space_wanted`; [`Consumer::release_slots`] stores `head`, the endpoint fences (`SeqCst`;
+//! the same fence as for its publishes) and [`Consumer::take_space_wanted`] then takes the
+//! flag, telling the endpoint to wake the producer's core. With the producer doing
 //! `space_wanted = true; fence(SeqCst); load head` before it sleeps, one of the two always
 //! sees the other (the classic store/fence/load pairing).
 //!
@@ -50,7 +51,7 @@ use alloc::sync::Arc;
 use core::cell::UnsafeCell;
 use core::fmt;
 use core::mem::MaybeUninit;
-use core::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crossbeam_utils::CachePadded;
 
@@ -328,13 +329,27 @@ impl<T> Consumer<T> {
 
     /// Hand every read slot back to the producer. Returns true if the producer had found the
     /// ring full and asked to be told (its core should then be woken).
+    #[cfg(test)]
     pub(crate) fn release(&mut self) -> bool {
+        self.release_slots();
+        // Pairs with the producer's `want_space(); fence(SeqCst); has_space()`: either it
+        // sees our head, or we see its flag (module docs).
+        core::sync::atomic::fence(Ordering::SeqCst);
+        self.take_space_wanted()
+    }
+
+    /// The first half of [`release`](Self::release): hand every read slot back. The endpoint
+    /// releases all its rings, fences once for them and its publishes, then calls
+    /// [`take_space_wanted`](Self::take_space_wanted) on each.
+    pub(crate) fn release_slots(&mut self) {
         if self.local_head != self.released_head {
             self.store_head();
         }
-        // Pairs with the producer's `want_space(); fence(SeqCst); has_space()`: either it
-        // sees our head, or we see its flag (module docs).
-        fence(Ordering::SeqCst);
+    }
+
+    /// The second half of [`release`](Self::release): whether the producer asked to be told
+    /// of space (and it is told now). The caller fenced (`SeqCst`) after `release_slots`.
+    pub(crate) fn take_space_wanted(&self) -> bool {
         self.shared.space_wanted.load(Ordering::Relaxed)
             && self.shared.space_wanted.swap(false, Ordering::Relaxed)
     }

@@ -11,11 +11,14 @@ use core::task::{Context, Poll};
 use super::local::{self, CoreSmp, ReplyId};
 use super::ring::parcel::Parcel;
 use super::{Msg, SmpError};
+use crate::executor::context;
 
 /// Run `f` on core `core` and get its output back on this core.
 ///
 /// `f` is `Send` (it travels to the target); the future it returns is created and polled on
-/// the target as a task of its own and may hold `!Send` state; its output travels back.
+/// the target as a task of its own (first polled as soon as the target takes the request from
+/// its ring, unless other tasks wait to run there) and may hold `!Send` state; its output
+/// travels back.
 /// `core` may be the current core (the work then runs as a local task, same semantics).
 ///
 /// The work is queued at once (not on the first poll) and published to the target at the end
@@ -54,8 +57,11 @@ where
     }
     let from = smp.index();
     let id = smp.expect_reply(core);
-    // Runs on the target, inside its loop: spawn the task that does the work and answers.
-    let work = move || {
+    // Runs on the target: spawn the task that does the work and answers. Work from another
+    // core runs inside the target's loop, where the task may be polled at once (work that is
+    // ready at once then answers in the same loop iteration); work for this core is called
+    // inside the caller's poll, where it is queued like any spawn.
+    let work = move |poll_now: bool| {
         let guard = ReplyGuard::<T>::new(from, id, core);
         let task = async move {
             let mut guard = guard;
@@ -64,13 +70,17 @@ where
         };
         // Inside the target's loop there is always an executor. Were there none, the task
         // and its guard would drop here with nobody to answer to.
-        if let Ok(handle) = crate::task::try_spawn(task) {
-            handle.detach();
-        }
+        context::with_current(move |c| {
+            if poll_now {
+                c.spawn_and_poll(task);
+            } else {
+                c.spawn(None, None, task).detach();
+            }
+        });
     };
     if core == from {
-        work();
-    } else if let Err(msg) = smp.send(core, Msg::Run(Parcel::work(work))) {
+        work(false);
+    } else if let Err(msg) = smp.send(core, Msg::Run(Parcel::work(move || work(true)))) {
         // The target closed since `check_target`: the dead-peer check fails the slot on the
         // next loop iteration (it is counted in `awaiting`). Drop the work here.
         drop(msg);

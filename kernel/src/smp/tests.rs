@@ -582,6 +582,35 @@ fn idle_cores_sleep_and_are_woken_only_through_the_doorbell() {
     assert!(stats.iter().all(|(_, e)| e.idle_spins == 0));
 }
 
+/// Work from another core is polled where it arrives, inside the target's loop: work that is
+/// ready at once answers without a trip through the run queue (no batch of the target polls
+/// it), and work that waits is then polled by the loop like any task.
+#[test]
+fn work_from_another_core_is_polled_on_arrival() {
+    let n = if cfg!(miri) { 3 } else { 20u64 };
+    let (out, stats) = run_cores_with(2, small(), parking, move || async move {
+        for i in 0..n {
+            assert_eq!(submit_to(1, move || async move { i }).await, Ok(i));
+        }
+        submit_to(1, || async {
+            yield_now().await;
+            7
+        })
+        .await
+    });
+    assert_eq!(out, Ok(7));
+    let target = &stats[1].1;
+    // The `n` ready ones, the yielding one and the stop message, each a task.
+    assert_eq!(target.tasks_spawned, n + 2, "{target:?}");
+    // The yielding one is polled twice: on arrival, then by the loop after its wake.
+    assert_eq!(target.polls, n + 3, "{target:?}");
+    assert_eq!(
+        (target.batches, target.max_batch_polls),
+        (1, 1),
+        "{target:?}"
+    );
+}
+
 /// Core 0's idle windows are long enough for any reply (bounded by rounds under the virtual
 /// clock, about a second of real spinning): each reply arrives while it spins, and it never
 /// sleeps while awaiting one. Core 1 parks at once, so every request rings its doorbell.

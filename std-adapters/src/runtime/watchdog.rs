@@ -19,7 +19,7 @@
 //! watchdog's `std::time::Instant` are related by an offset each core measures at start.
 //! No unsafe code.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::thread;
@@ -91,6 +91,10 @@ pub(crate) struct WatchLocal {
     /// What the shared names hold, as far as this core knows (compared on every poll so the
     /// lock is taken only when they change).
     cache: RefCell<Cached>,
+    /// A task whose names are the published ones (0, the root's id: none). A task's name and
+    /// group never change and ids are never reused on a core, so polling the same task
+    /// again (the common case) costs no comparison.
+    published_task: Cell<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -134,6 +138,7 @@ impl WatchLocal {
         WatchLocal {
             shared,
             cache: RefCell::new(Cached::default()),
+            published_task: Cell::new(ROOT_TASK_ID),
         }
     }
 
@@ -145,11 +150,32 @@ impl WatchLocal {
 impl StallWatch for WatchLocal {
     fn poll_started(&self, poll: &PollInfo<'_>) {
         let shared = &*self.shared;
-        let mut cache = self.cache.borrow_mut();
         // The root future (task 0) always has the same names, which `check` knows: keeping
         // them out of the cache spares a republish on every root/task alternation (a task
         // handing its result to the root), which would otherwise be the common case.
-        if poll.task_id != ROOT_TASK_ID && !cache.matches(poll) {
+        if poll.task_id != ROOT_TASK_ID && poll.task_id != self.published_task.get() {
+            self.publish_names(poll);
+        }
+        shared.task_id.store(poll.task_id, Ordering::Relaxed);
+        // 0 means "between polls"; a poll starting at the clock's origin shows as 1 ns.
+        shared
+            .poll_start
+            .store(poll.start.as_nanos().max(1), Ordering::Release);
+    }
+
+    fn poll_ended(&self, _end: Instant) {
+        self.shared.poll_start.store(0, Ordering::Release);
+    }
+}
+
+impl WatchLocal {
+    /// Make the shared names those of `poll`'s task, unless they are already.
+    fn publish_names(&self, poll: &PollInfo<'_>) {
+        let shared = &*self.shared;
+        let mut cache = self.cache.borrow_mut();
+        if cache.matches(poll) {
+            self.published_task.set(poll.task_id);
+        } else {
             // Never block the core: if the watchdog is reading the names right now, publish
             // them on a later poll and let it know these may be old.
             let guard = match shared.names.try_lock() {
@@ -164,23 +190,16 @@ impl StallWatch for WatchLocal {
                     names.group.push_str(poll.group);
                     drop(names);
                     cache.set(poll);
+                    self.published_task.set(poll.task_id);
                     shared.names_stale.store(false, Ordering::Relaxed);
                 }
                 None => {
                     cache.valid = false;
+                    self.published_task.set(ROOT_TASK_ID);
                     shared.names_stale.store(true, Ordering::Relaxed);
                 }
             }
         }
-        shared.task_id.store(poll.task_id, Ordering::Relaxed);
-        // 0 means "between polls"; a poll starting at the clock's origin shows as 1 ns.
-        shared
-            .poll_start
-            .store(poll.start.as_nanos().max(1), Ordering::Release);
-    }
-
-    fn poll_ended(&self, _end: Instant) {
-        self.shared.poll_start.store(0, Ordering::Release);
     }
 }
 
@@ -343,4 +362,60 @@ pub(crate) fn set_current(watch: Option<Arc<CoreWatch>>) -> CurrentGuard {
 /// Stalls the watchdog reported on this thread's core, if it has a watchdog.
 pub(crate) fn current_reports() -> Option<u64> {
     CURRENT.with(|c| c.borrow().as_ref().map(|w| w.reports()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(w: &CoreWatch) -> (Option<String>, String) {
+        let n = w.lock_names();
+        (n.task.clone(), n.group.clone())
+    }
+
+    fn poll(local: &WatchLocal, id: u64, task: Option<&str>, group: &str) {
+        local.poll_started(&PollInfo::new(id, task, group, Instant::from_nanos(5)));
+        local.poll_ended(Instant::from_nanos(6));
+    }
+
+    #[test]
+    fn the_published_names_follow_the_polled_task() {
+        let shared = Arc::new(CoreWatch::new(0));
+        let local = WatchLocal::new(shared.clone(), StdInstant::now(), Instant::from_nanos(1));
+        let a = (Some("a".to_owned()), "main".to_owned());
+        let b = (Some("b".to_owned()), "slow".to_owned());
+        poll(&local, 1, Some("a"), "main");
+        assert_eq!(names(&shared), a);
+        // The same task again (no comparison), another one, then the first again.
+        poll(&local, 1, Some("a"), "main");
+        assert_eq!(names(&shared), a);
+        poll(&local, 2, Some("b"), "slow");
+        assert_eq!(names(&shared), b);
+        poll(&local, 1, Some("a"), "main");
+        assert_eq!(names(&shared), a);
+        // The root is never published: the watchdog knows its names.
+        poll(&local, ROOT_TASK_ID, Some(ROOT_NAME), DEFAULT_GROUP_NAME);
+        assert_eq!(names(&shared), a);
+        // An unnamed task with the same group is still a change.
+        poll(&local, 3, None, "main");
+        assert_eq!(names(&shared), (None, "main".to_owned()));
+    }
+
+    #[test]
+    fn names_the_watchdog_held_are_published_on_the_next_poll() {
+        let shared = Arc::new(CoreWatch::new(0));
+        let local = WatchLocal::new(shared.clone(), StdInstant::now(), Instant::from_nanos(1));
+        poll(&local, 1, Some("a"), "main");
+        {
+            // The watchdog is reading: task 2's names cannot be published now.
+            let _reading = shared.lock_names();
+            poll(&local, 2, Some("b"), "main");
+        }
+        assert!(shared.names_stale.load(Ordering::Relaxed));
+        assert_eq!(names(&shared).0.as_deref(), Some("a"));
+        // Task 2 polled again publishes them, though it was the last task seen.
+        poll(&local, 2, Some("b"), "main");
+        assert!(!shared.names_stale.load(Ordering::Relaxed));
+        assert_eq!(names(&shared).0.as_deref(), Some("b"));
+    }
 }

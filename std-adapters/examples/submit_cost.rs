@@ -1,0 +1,67 @@
+//! A fixed number of cross-core round trips for counting instructions with callgrind: two
+//! cores (mio backend, which valgrind runs everywhere); core 0 awaits `submit_to(1, ..)` of
+//! an empty closure `N` times, one at a time, while core 1 is idle (`idle`, the default) or
+//! keeps yielding (`busy`). `park` is `idle` without idle polling: every wait is a blocking
+//! park, so nothing spins and the total over `N` is the instructions of a round trip
+//! (start-up and shutdown aside: take the difference of two `N`).
+//!
+//! ```text
+//! cargo build --release -p seastar --example submit_cost
+//! valgrind --tool=callgrind target/release/examples/submit_cost 2000 idle
+//! callgrind_annotate --inclusive=yes callgrind.out.<pid>
+//! ```
+//!
+//! Valgrind runs the threads one at a time, so the spinning of a waiting core is counted
+//! too: read the inclusive cost of the loop's steps (`CoreSmp::poll`, `Executor::run_batch`,
+//! `CoreSmp::flush_all`, ...) per round trip rather than the total.
+
+use std::hint::black_box;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use seastar::{Backend, Runtime};
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let trips: u64 = match args.next().map(|a| a.parse()) {
+        Some(Ok(n)) => n,
+        _ => 2_000,
+    };
+    let mode = args.next();
+    let busy = mode.as_deref() == Some("busy");
+    let mut builder = Runtime::builder().cores(2).pin(false).backend(Backend::Mio);
+    if mode.as_deref() == Some("park") {
+        builder = builder.smp_idle_poll(Duration::ZERO);
+    }
+    let rt = match builder.build() {
+        Ok(rt) => rt,
+        Err(e) => panic!("cannot start a seastar runtime: {e}"),
+    };
+    let done = Arc::new(AtomicBool::new(false));
+    let out = rt.run_on_all(|core| {
+        let done = done.clone();
+        async move {
+            if core == 0 {
+                for i in 0..trips {
+                    let r = seastar::smp::submit_to(1, move || async move { black_box(i) });
+                    black_box(r.await.ok());
+                }
+                done.store(true, Ordering::Release);
+                // Wake core 1 if it is parked.
+                let _ = seastar::smp::submit_to(1, || async {}).await;
+            } else {
+                while !done.load(Ordering::Acquire) {
+                    if busy {
+                        seastar::task::yield_now().await;
+                    } else {
+                        seastar::time::sleep(Duration::from_millis(5)).await;
+                    }
+                }
+            }
+        }
+    });
+    if let Err(e) = out {
+        panic!("seastar runtime failed: {e}");
+    }
+}
