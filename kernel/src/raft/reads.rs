@@ -72,10 +72,13 @@ impl<S: Storage> Raft<S> {
         let committed = self.log.committed;
         match self.cfg.read_only {
             ReadOnlyOption::Safe => {
-                if self
-                    .read_only
-                    .add_request(committed, from, ctx.clone(), self.id)
-                {
+                if self.read_only.add_request(
+                    committed,
+                    from,
+                    ctx.clone(),
+                    self.id,
+                    self.leader_ticks,
+                ) {
                     self.bcast_heartbeat(Some(ctx));
                 } else {
                     self.counters.dropped_reads += 1;
@@ -87,10 +90,13 @@ impl<S: Storage> Raft<S> {
             ReadOnlyOption::LeaseBased => {
                 // No valid lease (just elected, transferring, or a quorum is slow): confirm
                 // leadership the safe way.
-                if self
-                    .read_only
-                    .add_request(committed, from, ctx.clone(), self.id)
-                {
+                if self.read_only.add_request(
+                    committed,
+                    from,
+                    ctx.clone(),
+                    self.id,
+                    self.leader_ticks,
+                ) {
                     self.bcast_heartbeat(Some(ctx));
                 } else {
                     self.counters.dropped_reads += 1;
