@@ -36,6 +36,8 @@ pub(crate) struct ReadIndexStatus {
     pub from: NodeId,
     pub index: Index,
     pub acks: BTreeSet<NodeId>,
+    /// Leader tick at registration: only answers to heartbeats sent since count.
+    pub since: u64,
 }
 
 /// Pending read requests, in arrival order.
@@ -46,28 +48,43 @@ pub(crate) struct ReadOnly {
 }
 
 impl ReadOnly {
-    /// Registers a request; returns false when `ctx` is already pending (duplicate).
+    /// Registers a request at leader tick `now`; returns false when `ctx` is already pending
+    /// (duplicate).
     pub fn add_request(
         &mut self,
         index: Index,
         from: NodeId,
         ctx: Vec<u8>,
         self_id: NodeId,
+        now: u64,
     ) -> bool {
         if self.pending.contains_key(&ctx) {
             return false;
         }
         let mut acks = BTreeSet::new();
         acks.insert(self_id);
-        self.pending
-            .insert(ctx.clone(), ReadIndexStatus { from, index, acks });
+        self.pending.insert(
+            ctx.clone(),
+            ReadIndexStatus {
+                from,
+                index,
+                acks,
+                since: now,
+            },
+        );
         self.queue.push_back(ctx);
         true
     }
 
-    /// Records a heartbeat ack for `ctx`; returns the acks so far if the request is known.
-    pub fn recv_ack(&mut self, id: NodeId, ctx: &[u8]) -> Option<&BTreeSet<NodeId>> {
+    /// Records an ack of a heartbeat sent at leader tick `sent` for `ctx`; returns the acks
+    /// so far if the request is known. An answer to a heartbeat sent before the request was
+    /// registered is ignored: a late duplicate of an earlier round for the same `ctx` (a
+    /// duplicated forwarded request registers it again) proves nothing about this one.
+    pub fn recv_ack(&mut self, id: NodeId, ctx: &[u8], sent: u64) -> Option<&BTreeSet<NodeId>> {
         let st = self.pending.get_mut(ctx)?;
+        if sent < st.since {
+            return None;
+        }
         st.acks.insert(id);
         Some(&st.acks)
     }

@@ -78,7 +78,7 @@ impl<S: Storage> Raft<S> {
         // quorum is slow): confirm leadership with a heartbeat round.
         if self
             .read_only
-            .add_request(committed, from, ctx.clone(), self.id)
+            .add_request(committed, from, ctx.clone(), self.id, self.leader_ticks)
         {
             self.bcast_heartbeat(Some(ctx));
         } else {

@@ -288,7 +288,7 @@ impl<S: Storage> Raft<S> {
             self.send_append(from);
         }
         let Some(ctx) = ctx else { return };
-        let Some(acks) = self.read_only.recv_ack(from, &ctx) else {
+        let Some(acks) = self.read_only.recv_ack(from, &ctx, lease_tick) else {
             return;
         };
         let won = self

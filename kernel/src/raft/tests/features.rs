@@ -38,6 +38,42 @@ fn read_index_on_leader_needs_a_quorum_round() {
     );
 }
 
+/// A heartbeat answer confirms a read only if its heartbeat left after the read was
+/// registered: a late duplicate answer of an earlier round for the same context (registered
+/// again by a duplicated forwarded request) proves nothing about this one.
+#[test]
+fn read_index_ignores_answers_to_heartbeats_sent_before_the_read() {
+    let mut c = cluster3();
+    c.isolate(1);
+    c.tick(1, 3);
+    c.node_mut(1).read_index(b"r".to_vec()).unwrap();
+    c.stabilize();
+    assert!(c.nodes[&1].read_states.is_empty());
+    let t = c.node(1).term();
+    let answer = |lease_tick| Message {
+        from: 2,
+        to: 1,
+        term: t,
+        body: MessageBody::HeartbeatResponse {
+            ctx: Some(b"r".to_vec()),
+            lease_tick,
+        },
+    };
+    // Sent at tick 2, before the read was registered at tick 3: ignored.
+    c.node_mut(1).step(answer(2));
+    c.handle_ready(1);
+    assert!(c.nodes[&1].read_states.is_empty());
+    // An answer to a heartbeat sent since completes the quorum.
+    c.node_mut(1).step(answer(3));
+    c.handle_ready(1);
+    let ctxs: Vec<&[u8]> = c.nodes[&1]
+        .read_states
+        .iter()
+        .map(|rs| rs.ctx.as_slice())
+        .collect();
+    assert_eq!(ctxs, vec![b"r".as_slice()]);
+}
+
 #[test]
 fn read_index_is_forwarded_from_a_follower() {
     let mut c = cluster3();

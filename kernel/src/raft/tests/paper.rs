@@ -501,3 +501,64 @@ fn append_with_mismatched_previous_entry_is_rejected() {
     )));
     c.node_mut(2).advance(rd.ack);
 }
+
+/// Figure 2, AppendEntries rule 5: a follower sets its commit index to
+/// `min(leaderCommit, index of last new entry)`. An append that matches only a prefix of the
+/// follower's log (a leader backing up one entry at a time, or a late message) proves nothing
+/// about the entries after it: a stale tail there must not be committed.
+#[test]
+fn follower_commit_is_clamped_to_the_entries_the_append_matched() {
+    // Entries 3 and 4 come from a deposed leader of term 2; the leader of term 3 has other
+    // entries there, committed up to 4.
+    let stale = storage_with_log(&[1, 2, 3], &[1, 1, 2, 2], 2);
+    let mut c = Cluster::from_storages(vec![(2, stale)], cfg);
+    c.deliver(Message {
+        from: 1,
+        to: 2,
+        term: 3,
+        body: MessageBody::Append {
+            prev_index: 1,
+            prev_term: 1,
+            entries: vec![entry(1, 2)],
+            commit: 4,
+        },
+    });
+    c.stabilize();
+    assert_eq!(c.node(2).commit_index(), 2);
+    let applied: Vec<(Index, Term)> = c.nodes[&2]
+        .applied
+        .iter()
+        .map(|e| (e.index, e.term))
+        .collect();
+    assert_eq!(applied, vec![(1, 1), (2, 1)]);
+}
+
+/// §5.1: a message of an older term is stale. An append response of an older term (a late
+/// answer to an earlier leadership of the same node, whose log may since have been cut and
+/// regrown) must not move the leader's view of what the follower holds.
+#[test]
+fn append_response_of_an_older_term_is_ignored() {
+    let storages = [1, 2, 3]
+        .iter()
+        .map(|&id| (id, storage_with_log(&[1, 2, 3], &[1, 1], 4)))
+        .collect();
+    let mut c = Cluster::from_storages(storages, cfg);
+    c.campaign(1);
+    let t = c.node(1).term();
+    c.isolate(2);
+    c.propose(1, b"x").unwrap();
+    let last = c.node(1).raft().log.last_index();
+    let matched = |c: &Cluster| c.node(1).raft().tracker.progress.get(&2).map(|p| p.matched);
+    let before = matched(&c);
+    assert!(before.is_some_and(|m| m < last));
+    c.node_mut(1).step(Message {
+        from: 2,
+        to: 1,
+        term: t - 1,
+        body: MessageBody::AppendResponse {
+            index: last,
+            reject: None,
+        },
+    });
+    assert_eq!(matched(&c), before);
+}

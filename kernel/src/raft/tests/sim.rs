@@ -24,6 +24,11 @@
 //! - **Durable promises** ([`Sim::check_outgoing`]): when a message leaves a node, the term it
 //!   carries is durable, a granted vote is durable and acknowledged entries are durable.
 //!   Targets messages released before their Ready was persisted.
+//! - **A leader's match index is true** ([`Sim::check_match_index`], every step): for itself
+//!   and every node still in its term, the node holds the leader's entry at the match index
+//!   durably (or in its snapshot). Targets acknowledgements counted for more than they prove
+//!   (an older term's answer taken as current, an acknowledgement before the write is durable)
+//!   as soon as they are counted, before they ever decide a commit.
 //! - **No electable node lacks a committed entry** ([`Sim::check_electable`], every step):
 //!   the voters whose durable logs are no more up to date than such a node's log (all that
 //!   could vote for it, now or after a crash drops their unsynced tail) must not form a quorum
@@ -55,38 +60,59 @@
 //! in turn as the previous one rejoins (repeated elections over diverging logs: Figure 8). With
 //! lease reads, the leader is cut off right after it passed a check-quorum round (it believes
 //! it leads for as long as Raft lets it), a deposed leader is kept unaware of its successor,
-//! and clients read from every node that believes it leads. Clocks tick in lockstep in lease
-//! seeds (the lease's clock assumption) and with small jitter otherwise.
+//! and clients read from every node that believes it leads; two times in three, the cut is
+//! preceded by a slow link into the leader (for a few ticks, what is sent to it arrives one to
+//! two election timeouts late, after the cut), otherwise what is on the wire to it at the cut
+//! may arrive late: late answers to heartbeats that keep it believing it leads. In lease seeds
+//! clocks tick in lockstep, or (half of them) some nodes' clocks run fast by one tick per
+//! election timeout, within the lease margin (the lease's clock assumption); other seeds tick
+//! with small jitter.
+//!
+//! *Late duplicates* (two seeds in three): now and then the network copies what one node
+//! (half of the time the leader) sends for a while, and delivers the copies again, in order,
+//! 50 to 1,000 steps later, or at once when the node they were sent to becomes leader again.
+//! The nemesis also copies what a leader cut off with one follower and that follower say to
+//! each other, and what a leader's followers answer it until it crashes (it may lead again
+//! after losing its unsynced tail). Half of the seeds send snapshots in one message (so one
+//! late duplicate is a whole stale transfer), the others in 8-byte chunks; the leader may
+//! compact its log when a node restarts, so that it catches up by snapshot.
 //!
 //! # Verified against planted bugs
 //!
 //! Each bug below was planted (one at a time, from the patches in `planted/`, whose README
-//! says how to re-run the check) in a copy of the core, and the default
-//! bounded run (`cargo test -p seastar-kernel raft`: 128 seeds, about 10 s in a debug build)
-//! fails; in parentheses, how many of the 128 seeds catch it:
+//! says how to re-run the check) in a copy of the core, and the default bounded run of this
+//! test (128 seeds, under 10 s in a debug build) fails; in parentheses, how many of the 128
+//! seeds catch it (`RAFT_SIM_KEEP_GOING=1`), and for the rarer ones, of the first 1,024 seeds:
 //!
-//! - the leader commits an older term's entry by counting replicas, Figure 8 (62);
+//! - the leader commits an older term's entry by counting replicas, Figure 8 (58);
 //! - a follower acknowledges appended entries before they are durable (128);
 //! - a vote is answered before the term and vote are durable (128);
-//! - the leader counts its own entries towards the quorum before they are durable (43);
+//! - the leader counts its own entries towards the quorum before they are durable (127);
 //! - the lease counts followers that ever acknowledged or were recently active instead of
 //!   heartbeats acknowledged within the lease horizon: a deposed leader serves stale lease
-//!   reads (7; the first failing seed is 29);
-//! - votes (and pre-votes) are granted without the §5.4.1 up-to-date check (84);
-//! - a new leader serves reads before it committed an entry of its term (31).
+//!   reads (6; 72 of 1,024);
+//! - the lease starts when the heartbeat's acknowledgement arrives rather than when the
+//!   heartbeat was sent (6; 38 of 1,024);
+//! - votes (and pre-votes) are granted without the §5.4.1 up-to-date check (72);
+//! - a snapshot no newer than the commit index is installed (2; 33 of 1,024);
+//! - a new leader serves reads before it committed an entry of its term (39).
 //!
-//! Not caught by the bounded run: a lease that starts when the
-//! heartbeat's acknowledgement arrives rather than when the heartbeat was sent (it extends the
-//! lease by one round trip, which the lease margin absorbs unless an acknowledgement is slow
-//! and the partition strikes right then), and append responses of an older term processed
-//! as current (harmful only when a delayed acknowledgement reaches the same node re-elected
-//! after its log was cut shorter and regrown), a follower commit index not clamped to the
-//! entries known to match (the leader's conflict backtracking lands exactly on the first
-//! divergent entry, so an append that matches but ends before a stale tail comes only from
-//! a stale message), and installing a snapshot no newer than the commit index (the follower
-//! must have compacted past it and then receive a whole stale transfer). The last two are
-//! still checked (commit index and applied state never go back; state after each index is
-//! the same everywhere) should another path ever reach them.
+//! Caught only by longer runs: append responses of an older term processed as current (none
+//! of the default 128 seeds; 6 of 1,024). A stale acknowledgement is caught as soon as it is
+//! counted (the match index check) but does harm only when it reaches the same node leading
+//! again after its log was cut shorter and regrown (it crashed with an unsynced tail, or a
+//! leader of a newer term overwrote it). The paper test
+//! `append_response_of_an_older_term_is_ignored` catches it in every run.
+//!
+//! Not reachable by the simulation: a follower commit index not clamped to the entries the
+//! append proved matching (`b5`). In this core a leader's appends never stop short of a
+//! follower's stale tail: its first append of a term carries its no-op, which conflicts with
+//! any tail of an older term, and conflict backtracking lands exactly on the first divergent
+//! entry; a term's appends reach a follower only after it answered in that term, durably,
+//! so it never again takes entries of an older term. The paper test
+//! `follower_commit_is_clamped_to_the_entries_the_append_matched` catches it; the checks
+//! here (committed entries and the state after each index never change) would too, should
+//! another path ever reach it.
 
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::format;
@@ -128,6 +154,24 @@ pub struct SimParams {
     pub lease_attack: u64,
     /// Steps per clock tick (few: elections come fast, many: more traffic per tick).
     pub tick_every: u64,
+    /// Per mille per step: the network starts copying one node's outgoing messages for a
+    /// while, and delivers the copies again, in order, much later (late duplicates, often
+    /// from terms long gone). Zero: no late duplicates at all (nor those of the nemesis).
+    pub replay: u64,
+    /// `Config::snapshot_chunk_size` (8: every transfer takes several chunks; large: a whole
+    /// snapshot travels in one message, so one late duplicate is a complete stale transfer).
+    pub snapshot_chunk: u64,
+    /// Lease seeds: some nodes' clocks run fast, by one tick per election timeout (within
+    /// the lease margin: the clock assumption of `ReadOnlyOption::LeaseBased`).
+    pub drift: bool,
+}
+
+/// The network copies what is sent from `from` to `to` until `until`.
+struct Tape {
+    from: BTreeSet<NodeId>,
+    to: BTreeSet<NodeId>,
+    until: u64,
+    copies: VecDeque<(u64, Message)>,
 }
 
 struct SimNode {
@@ -171,6 +215,17 @@ pub struct Sim {
     net: Vec<(u64, Message)>,
     /// Messages held back: (due step, message).
     delayed: Vec<(u64, (u64, Message))>,
+    /// Recordings in progress: copies of the messages sent on some links, to be delivered
+    /// again much later.
+    tapes: Vec<Tape>,
+    /// Recordings being played back: (first step of the playback, messages with their send
+    /// steps), delivered in order, one per step.
+    playbacks: Vec<(u64, VecDeque<(u64, Message)>)>,
+    /// Nodes whose clock runs fast (lease seeds with drift): one extra tick per
+    /// `election_tick + 1` ticks, at a phase of their own.
+    fast: BTreeMap<NodeId, u64>,
+    /// Lease attack: messages to this node arrive late until it is cut off at this step.
+    slow_inbound: Option<(NodeId, u64)>,
     group: BTreeMap<NodeId, u8>,
     heal_at: u64,
     partition_since: u64,
@@ -216,6 +271,12 @@ struct Stats {
     lease_reads: u64,
     /// Operations sent to the oldest of several nodes that believe they lead.
     oldest_leader_picks: u64,
+    /// Late duplicates delivered (played back).
+    replays: u64,
+    /// Late duplicates that reached a leader of a newer term than theirs.
+    stale_to_leader: u64,
+    /// Messages to a leader under lease attack, delivered late.
+    late_to_cut_leader: u64,
 }
 
 fn encode_op(op: u64, key: u64, val: u64) -> Vec<u8> {
@@ -266,7 +327,7 @@ fn sim_config(id: NodeId, seed: u64, applied: Index, p: &SimParams) -> Config {
     c.election_tick = p.election_tick;
     c.max_inflight_msgs = 4;
     c.max_uncommitted_size = 4096;
-    c.snapshot_chunk_size = 8;
+    c.snapshot_chunk_size = p.snapshot_chunk;
     c
 }
 
@@ -291,6 +352,9 @@ impl Sim {
             tick_every: 2 + rng.below(4),
             lease_attack: [20, 60][rng.below(2) as usize],
             election_tick: [10, 10, 30][rng.below(3) as usize],
+            replay: [0, 10, 30][rng.below(3) as usize],
+            snapshot_chunk: [8, 4096][rng.below(2) as usize],
+            drift: rng.below(2) == 0,
         };
         if p.lease && rng.below(2) == 0 {
             // Lease bugs show when the election is short against the election timeout.
@@ -331,12 +395,27 @@ impl Sim {
                 },
             );
         }
+        // Fast clocks: at most one extra tick per `election_tick + 1` ticks, so over one
+        // election timeout no clock gains more than one tick on another (the lease margin,
+        // `Config::lease_margin_ticks`, is two).
+        let mut fast = BTreeMap::new();
+        if p.lease && p.drift {
+            for &id in ids.iter().chain(spares.iter()) {
+                if rng.below(2) == 0 {
+                    fast.insert(id, rng.below(u64::from(p.election_tick) + 1));
+                }
+            }
+        }
         Sim {
             rng,
             p,
             nodes,
             net: Vec::new(),
             delayed: Vec::new(),
+            tapes: Vec::new(),
+            playbacks: Vec::new(),
+            fast,
+            slow_inbound: None,
             group: BTreeMap::new(),
             heal_at: 0,
             partition_since: 0,
@@ -377,6 +456,18 @@ impl Sim {
 
     fn send_all(&mut self, msgs: Vec<Message>) {
         for m in msgs {
+            for t in &mut self.tapes {
+                if t.from.contains(&m.from) && t.to.contains(&m.to) {
+                    t.copies.push_back((self.now, m.clone()));
+                }
+            }
+            if self.slow_inbound.is_some_and(|(l, _)| l == m.to) {
+                let span = u64::from(self.p.election_tick) * self.p.tick_every;
+                let due = self.now + span + self.rng.below(span);
+                self.delayed.push((due, (self.now, m)));
+                self.stats.late_to_cut_leader += 1;
+                continue;
+            }
             if self.p.slow > 0 && self.chance(self.p.slow) {
                 // Mostly a few election timeouts; sometimes very long (a stale answer from
                 // an older term arriving after the sender was re-elected).
@@ -660,6 +751,13 @@ impl Sim {
     }
 
     fn restart(&mut self, id: NodeId, seed: u64) {
+        // The leader may well have compacted its log while this node was down: it then
+        // catches up by snapshot.
+        if let Some(l) = self.current_leader() {
+            if self.rng.below(2) == 0 {
+                self.compact(l);
+            }
+        }
         let n = self.nodes.get_mut(&id).unwrap();
         n.disk.truncate_torn_tail();
         let snap = n.disk.snapshot().unwrap_or_default();
@@ -668,6 +766,73 @@ impl Sim {
         let cfg = sim_config(id, seed ^ self.now, snap.meta.index, &self.p);
         n.raw = Some(RawNode::new(cfg, n.disk.clone()).expect("restart"));
         self.trace.push(format!("{}: restart {id}", self.now));
+    }
+
+    /// Starts copying what `from` sends to `to` until `until` (delivered again later).
+    fn record(&mut self, from: BTreeSet<NodeId>, to: BTreeSet<NodeId>, until: u64) {
+        if self.p.replay == 0 || self.tapes.len() >= 3 {
+            return;
+        }
+        self.trace.push(format!(
+            "{}: copy messages {from:?} -> {to:?} until {until}",
+            self.now
+        ));
+        self.tapes.push(Tape {
+            from,
+            to,
+            until,
+            copies: VecDeque::new(),
+        });
+    }
+
+    /// Late duplicates: recordings that ended are played back (in order, one message per
+    /// step) 50 to 1,000 steps later; a random node's outgoing messages start being
+    /// recorded now and then.
+    fn late_duplicates(&mut self, faults: bool) {
+        let now = self.now;
+        let mut i = 0;
+        while i < self.tapes.len() {
+            if self.tapes[i].until <= now {
+                let t = self.tapes.swap_remove(i);
+                if !t.copies.is_empty() {
+                    let at = now + 50 + self.rng.below(950);
+                    self.playbacks.push((at, t.copies));
+                }
+            } else {
+                i += 1;
+            }
+        }
+        let mut i = 0;
+        while i < self.playbacks.len() {
+            if self.playbacks[i].0 > now {
+                i += 1;
+                continue;
+            }
+            let Some((sent, m)) = self.playbacks[i].1.pop_front() else {
+                self.playbacks.swap_remove(i);
+                continue;
+            };
+            self.stats.replays += 1;
+            let stale_to_leader = self.nodes[&m.to]
+                .raw
+                .as_ref()
+                .is_some_and(|r| r.role() == Role::Leader && r.term() > m.term);
+            if stale_to_leader {
+                self.stats.stale_to_leader += 1;
+            }
+            self.deliver_msg(sent, m);
+            i += 1;
+        }
+        if faults && self.tapes.is_empty() && self.chance(self.p.replay) {
+            // Half of the time the leader's: it sends most (appends, snapshots).
+            let from = match self.current_leader() {
+                Some(l) if self.rng.below(2) == 0 => l,
+                _ => self.pick_node(),
+            };
+            let all: BTreeSet<NodeId> = self.nodes.keys().copied().collect();
+            let until = now + 10 + self.rng.below(70);
+            self.record(BTreeSet::from([from]), all, until);
+        }
     }
 
     fn deliver(&mut self) {
@@ -683,6 +848,11 @@ impl Sim {
         if self.chance(self.p.loss) {
             return;
         }
+        self.deliver_msg(sent, m);
+    }
+
+    /// Delivers a message sent at step `sent`, unless a partition stands in the way.
+    fn deliver_msg(&mut self, sent: u64, m: Message) {
         let (gf, gt) = (
             self.group.get(&m.from).copied().unwrap_or(0),
             self.group.get(&m.to).copied().unwrap_or(0),
@@ -757,10 +927,25 @@ impl Sim {
                 let dur = 20 + self.rng.below(300);
                 self.partition(group, dur);
                 self.isolated = Some(leader);
+                if let Some(b) = buddy.filter(|&b| b != leader) {
+                    // What the two say to each other while cut off arrives again long after,
+                    // when the leader may lead again over a log that was cut and regrown.
+                    let pair = BTreeSet::from([leader, b]);
+                    self.record(pair.clone(), pair, self.now + dur);
+                }
             }
             _ => {
                 let at = self.now + self.rng.below(8);
                 self.crash_at.insert(leader, at);
+                // What its followers answer until it crashes arrives again after it
+                // restarted, possibly with a shorter log (its unsynced tail lost), and leads.
+                let others: BTreeSet<NodeId> = self
+                    .nodes
+                    .keys()
+                    .copied()
+                    .filter(|&id| id != leader)
+                    .collect();
+                self.record(others, BTreeSet::from([leader]), at + 1);
             }
         }
     }
@@ -783,6 +968,38 @@ impl Sim {
         self.trace
             .push(format!("{}: lease attack on {l}", self.now));
         self.stats.strikes += 1;
+        if self.rng.below(3) != 0 {
+            // A slow link first: for a few ticks, what is sent to the leader (answers to its
+            // heartbeats) arrives one to two election timeouts late; then it is cut off, and
+            // the late answers still arrive while the others elect a new leader. They prove
+            // only that their sender heard the leader when it sent the heartbeat, and they
+            // keep check-quorum from deposing it for another election timeout.
+            let cut = self.now + self.p.tick_every * (1 + self.rng.below(3));
+            self.slow_inbound = Some((l, cut));
+            return;
+        }
+        let late = self.rng.below(2) == 0;
+        if late {
+            // The same with what is on the wire to the leader right now: it arrives late.
+            let span = 2 * u64::from(self.p.election_tick) * self.p.tick_every;
+            let mut i = 0;
+            while i < self.net.len() {
+                if self.net[i].1.to == l {
+                    let m = self.net.swap_remove(i);
+                    let due = self.now + 1 + self.rng.below(span);
+                    self.delayed.push((due, m));
+                    self.stats.late_to_cut_leader += 1;
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        self.cut_off_alone(l, late);
+    }
+
+    /// Cuts `l` off alone for long enough that the others elect a leader and commit;
+    /// `late`: messages sent before the cut still arrive.
+    fn cut_off_alone(&mut self, l: NodeId, late: bool) {
         let group = self
             .nodes
             .keys()
@@ -791,6 +1008,9 @@ impl Sim {
         let dur = 4 * u64::from(self.p.election_tick) * self.p.tick_every + self.rng.below(200);
         self.partition(group, dur);
         self.isolated = Some(l);
+        if late {
+            self.inflight_survives = true;
+        }
     }
 
     fn client(&mut self, faults: bool) {
@@ -991,6 +1211,7 @@ impl Sim {
             self.delayed = later;
             self.net.extend(due.into_iter().map(|(_, m)| m));
         }
+        self.late_duplicates(faults);
         // Deliver a random part of what is in flight (random order: reordering), keeping the
         // backlog, and so the latency, bounded whatever the traffic.
         let k = 1 + self.rng.below(3) + self.net.len() as u64 / 3;
@@ -1006,10 +1227,17 @@ impl Sim {
             }
         }
         if now % self.p.tick_every == 0 {
-            // Logical clocks advance together, with a little jitter (bounded drift).
+            // Logical clocks advance together, with a little jitter (bounded drift); in lease
+            // seeds, fast clocks gain at most one tick per election timeout.
+            let tick = now / self.p.tick_every;
+            let period = u64::from(self.p.election_tick) + 1;
             for id in &ids {
+                let fast = self
+                    .fast
+                    .get(id)
+                    .is_some_and(|&phase| (tick + phase) % period == 0);
                 let ticks = match self.rng.below(20) {
-                    _ if self.p.lease => 1,
+                    _ if self.p.lease => 1 + u32::from(fast),
                     0 => 0,
                     1 => 2,
                     _ => 1,
@@ -1053,6 +1281,18 @@ impl Sim {
                 self.crash(id);
             }
         }
+        if let Some((l, cut)) = self.slow_inbound {
+            if now >= cut {
+                self.slow_inbound = None;
+                let leads = self.nodes[&l]
+                    .raw
+                    .as_ref()
+                    .is_some_and(|r| r.role() == Role::Leader);
+                if self.group.is_empty() && leads {
+                    self.cut_off_alone(l, true);
+                }
+            }
+        }
         // Random partitions and transfers leave a nemesis episode alone while it lasts.
         let episode = self.isolated.is_some();
         if faults && !episode && self.chance(self.p.partition) {
@@ -1089,6 +1329,17 @@ impl Sim {
             self.lease_attack();
         }
         let mut fresh = self.check_invariants();
+        if faults {
+            // Late duplicates arrive at the worst time: when the node they were sent to leads
+            // again, in a newer term than theirs.
+            for &l in &fresh {
+                for (at, copies) in &mut self.playbacks {
+                    if *at > now && copies.iter().any(|(_, m)| m.to == l) {
+                        *at = now;
+                    }
+                }
+            }
+        }
         if faults && !fresh.is_empty() && self.chance(self.p.nemesis.max(300)) {
             // A new leader while an older one still believes it leads (after a transfer, or
             // a partition it has not noticed yet): keep the old one unaware, so that it goes
@@ -1212,6 +1463,7 @@ impl Sim {
                 }
             }
             self.check_electable(*id);
+            self.check_match_index(*id);
         }
         for id in &ids {
             let role = self.nodes[id].raw.as_ref().map(|r| (r.role(), r.term()));
@@ -1302,6 +1554,43 @@ impl Sim {
         }
     }
 
+    /// A leader's match index for a node (Figure 2: the highest entry known replicated on
+    /// it) is true: that node holds the leader's entry there durably (or compacted it into
+    /// its snapshot). Checked for itself and for every node still in the leader's term (a
+    /// node in a newer term may since have had its log cut by a newer leader). Targets
+    /// acknowledgements counted for more than they prove: sent before the write is durable,
+    /// or answering an older term's append.
+    fn check_match_index(&self, id: NodeId) {
+        let Some(raw) = self.nodes[&id].raw.as_ref() else {
+            return;
+        };
+        if raw.role() != Role::Leader {
+            return;
+        }
+        let r = raw.raft();
+        for (&f, pr) in &r.tracker.progress {
+            let Some(node) = self.nodes.get(&f) else {
+                continue;
+            };
+            let st = node.durable();
+            let m = pr.matched;
+            let Ok(t) = r.log.term(m) else { continue };
+            if m == 0 || st.hard_state().term != raw.term() {
+                continue;
+            }
+            let holds = st.first_index().is_ok_and(|fi| fi > m) || st.term(m) == Ok(t);
+            assert!(
+                holds,
+                "leader {id} of term {} believes node {f} holds its entry {m} (term {t}), but \
+                 that node's durable log has {:?} there (first index {:?}, last {:?})",
+                raw.term(),
+                st.term(m),
+                st.first_index(),
+                st.last_index()
+            );
+        }
+    }
+
     /// Log matching: if two logs hold an entry with the same index and term, they are
     /// identical up to it.
     fn check_log_matching(&self) {
@@ -1344,6 +1633,9 @@ impl Sim {
         self.group.clear();
         self.crash_at.clear();
         self.p.slow = 0;
+        self.tapes.clear();
+        self.playbacks.clear();
+        self.slow_inbound = None;
         let delayed = core::mem::take(&mut self.delayed);
         self.net.extend(delayed.into_iter().map(|(_, m)| m));
         let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
