@@ -1,9 +1,13 @@
 //! Running code on a Seastar-RS runtime, and owned-buffer I/O loops over its `TcpStream`.
 
 use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
 
-use seastar::net::TcpStream;
+use seastar::net::{TcpListener, TcpStream};
 use seastar::{Backend, Runtime};
+
+use crate::{pool_counts, LOOPBACK_ANY_PORT};
 
 /// Builds an unpinned runtime with `cores` cores on `backend`, and checks that it really runs
 /// on that backend (no silent fallback).
@@ -36,6 +40,29 @@ pub fn runtime_with(
 /// Like [`runtime`] but panics on failure.
 pub fn must_runtime(backend: Backend, cores: usize) -> Runtime {
     runtime(backend, cores).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A listener on a free loopback port, and its address (panics if it cannot bind).
+pub fn bind_loopback() -> (TcpListener, SocketAddr) {
+    let l = TcpListener::bind(LOOPBACK_ANY_PORT).expect("bind");
+    let addr = l.local_addr().expect("addr");
+    (l, addr)
+}
+
+/// Waits (bounded, about a second) until every buffer of this core's receive pool is back
+/// in the pool, and panics naming `what` otherwise: buffers held by cancelled receives or
+/// finished sends come back when the platform reports them done, a loop iteration or two
+/// later.
+pub async fn assert_all_pool_buffers_back(what: &str) {
+    for _ in 0..200 {
+        let (total, free) = pool_counts();
+        if total > 0 && free == total {
+            return;
+        }
+        seastar::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (total, free) = pool_counts();
+    panic!("{what}: {free} of {total} pool buffers back: the rest leaked");
 }
 
 /// Reads exactly `n` bytes. An EOF first is an `UnexpectedEof` error that says how many bytes

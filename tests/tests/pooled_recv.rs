@@ -19,7 +19,6 @@
 
 use std::cell::Cell;
 use std::io;
-use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -28,8 +27,8 @@ use seastar::net::{TcpListener, TcpStream};
 use seastar::time::{sleep, timeout};
 use seastar::Backend;
 use seastar_tests::client::{self, must_runtime};
+use seastar_tests::pool_counts;
 use seastar_tests::rng::Rng;
-use seastar_tests::{pool_counts, LOOPBACK_ANY_PORT};
 
 /// Byte `i` of connection `conn`'s stream: depends on the position beyond any buffer size, so
 /// a lost, duplicated or reordered buffer shows.
@@ -94,32 +93,12 @@ fn pool_pause_count() -> u64 {
     }
 }
 
-/// Wait (bounded) until every pool buffer is back in the pool: cancelled receives give theirs
-/// back when the platform reports them finished, which takes a loop iteration or two.
-async fn assert_all_buffers_back(what: &str) {
-    for _ in 0..200 {
-        let (total, free) = pool_counts();
-        if total > 0 && free == total {
-            return;
-        }
-        sleep(Duration::from_millis(5)).await;
-    }
-    let (total, free) = pool_counts();
-    panic!("{what}: {free} of {total} pool buffers back: the rest leaked");
-}
-
-fn bind() -> (TcpListener, SocketAddr) {
-    let l = TcpListener::bind(LOOPBACK_ANY_PORT).expect("bind");
-    let addr = l.local_addr().expect("addr");
-    (l, addr)
-}
-
 fn echo_integrity_many_connections(backend: Backend) {
     const CONNS: usize = 32;
     const MESSAGES: usize = 40;
     must_runtime(backend, 1)
         .run_on_one(|| async {
-            let (l, addr) = bind();
+            let (l, addr) = client::bind_loopback();
             serve(l, CONNS, |s, _| async move {
                 recv_echo(s).await.expect("echo");
             });
@@ -153,7 +132,7 @@ fn echo_integrity_many_connections(backend: Backend) {
             for c in clients {
                 assert!(c.await.expect("client") > 0);
             }
-            assert_all_buffers_back("after the echoes").await;
+            client::assert_all_pool_buffers_back("after the echoes").await;
         })
         .expect("runtime");
 }
@@ -168,7 +147,7 @@ fn pool_exhaustion_recovers(backend: Backend) {
     const BYTES: u64 = 1 << 19;
     must_runtime(backend, 1)
         .run_on_one(|| async {
-            let (l, addr) = bind();
+            let (l, addr) = client::bind_loopback();
             let drain = Rc::new(Cell::new(false));
             let done = Rc::new(Cell::new(0usize));
             {
@@ -279,7 +258,7 @@ fn pool_exhaustion_recovers(backend: Backend) {
             }
             assert_eq!(done.get(), CONNS);
             assert!(drain.get() && pool_empty_count() > 0, "the pool ran empty");
-            assert_all_buffers_back("after exhaustion").await;
+            client::assert_all_pool_buffers_back("after exhaustion").await;
         })
         .expect("runtime");
 }
@@ -291,8 +270,8 @@ fn slow_consumer_does_not_starve_others(backend: Backend) {
     const SLOW_BYTES: u64 = 4 << 20;
     must_runtime(backend, 1)
         .run_on_one(|| async {
-            let (slow_l, slow_addr) = bind();
-            let (l, addr) = bind();
+            let (slow_l, slow_addr) = client::bind_loopback();
+            let (l, addr) = client::bind_loopback();
             let others_done = Rc::new(Cell::new(0usize));
             let others_done2 = others_done.clone();
             let slow = seastar::spawn(async move {
@@ -361,7 +340,7 @@ fn slow_consumer_does_not_starve_others(backend: Backend) {
             );
             sender.await.expect("sender");
             assert_eq!(slow.await.expect("slow"), SLOW_BYTES);
-            assert_all_buffers_back("after the slow consumer").await;
+            client::assert_all_pool_buffers_back("after the slow consumer").await;
         })
         .expect("runtime");
 }
@@ -369,7 +348,7 @@ fn slow_consumer_does_not_starve_others(backend: Backend) {
 fn eof_after_all_data(backend: Backend) {
     must_runtime(backend, 1)
         .run_on_one(|| async {
-            let (l, addr) = bind();
+            let (l, addr) = client::bind_loopback();
             let client = seastar::spawn(async move {
                 let s = TcpStream::connect(addr).await.expect("connect");
                 client::write_all(&s, pattern_chunk(5, 0, 100_000))
@@ -404,7 +383,7 @@ fn eof_after_all_data(backend: Backend) {
 fn read_refused_while_recv_active(backend: Backend) {
     must_runtime(backend, 1)
         .run_on_one(|| async {
-            let (l, addr) = bind();
+            let (l, addr) = client::bind_loopback();
             let c = TcpStream::connect(addr).await.expect("connect");
             let (s, _) = l.accept().await.expect("accept");
             client::write_all(&c, b"first".to_vec())
@@ -426,7 +405,7 @@ fn read_refused_while_recv_active(backend: Backend) {
 fn try_recv_never_waits(backend: Backend) {
     must_runtime(backend, 1)
         .run_on_one(|| async {
-            let (l, addr) = bind();
+            let (l, addr) = client::bind_loopback();
             let c = TcpStream::connect(addr).await.expect("connect");
             let (s, _) = l.accept().await.expect("accept");
             client::write_all(&c, pattern_chunk(11, 0, 10))
@@ -471,7 +450,7 @@ fn try_recv_never_waits(backend: Backend) {
 fn dropped_recv_future_loses_nothing(backend: Backend) {
     must_runtime(backend, 1)
         .run_on_one(|| async {
-            let (l, addr) = bind();
+            let (l, addr) = client::bind_loopback();
             let c = TcpStream::connect(addr).await.expect("connect");
             let (s, _) = l.accept().await.expect("accept");
             let mut pos = 0u64;
@@ -507,7 +486,7 @@ fn dropping_streams_mid_receive_leaks_no_buffer(backend: Backend) {
     const STREAMS: usize = 64;
     must_runtime(backend, 1)
         .run_on_one(|| async {
-            let (l, addr) = bind();
+            let (l, addr) = client::bind_loopback();
             for round in 0..2 {
                 let mut peers = Vec::new();
                 for c in 0..STREAMS as u64 {
@@ -541,7 +520,7 @@ fn dropping_streams_mid_receive_leaks_no_buffer(backend: Backend) {
                         .expect("peer");
                 }
                 // Every buffer queued for (or arriving to) the dropped receives is back.
-                assert_all_buffers_back(&format!("round {round}")).await;
+                client::assert_all_pool_buffers_back(&format!("round {round}")).await;
             }
             // And the pool still works: a connection echoes through it.
             let server = seastar::spawn(async move {
@@ -572,7 +551,7 @@ fn configured_pool_size_is_used(backend: Backend) {
         .build()
         .unwrap_or_else(|e| panic!("{e}"));
     rt.run_on_one(|| async {
-        let (l, addr) = bind();
+        let (l, addr) = client::bind_loopback();
         let server = seastar::spawn(async move {
             let (s, _) = l.accept().await.expect("accept");
             let mut got = Vec::new();

@@ -15,22 +15,14 @@
 //!   stall: the receive, paused until they come back, resumes when the send finishes.
 
 use std::io;
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use seastar::net::{TcpListener, TcpStream};
+use seastar::net::TcpStream;
 use seastar::time::sleep;
 use seastar::Backend;
 use seastar_tests::client::{self, must_runtime};
 use seastar_tests::payload::PatternStream;
 use seastar_tests::rng::Rng;
-use seastar_tests::{pool_counts, LOOPBACK_ANY_PORT};
-
-fn bind() -> (TcpListener, SocketAddr) {
-    let l = TcpListener::bind(LOOPBACK_ANY_PORT).expect("bind");
-    let addr = l.local_addr().expect("addr");
-    (l, addr)
-}
 
 /// Echo answering each buffer write-behind; what arrived meanwhile goes out gathered.
 async fn echo_behind(stream: TcpStream) -> io::Result<u64> {
@@ -58,7 +50,7 @@ fn echo_behind_keeps_every_byte_in_order(backend: Backend) {
     const MESSAGES: usize = 40;
     must_runtime(backend, 1)
         .run_on_one(|| async {
-            let (l, addr) = bind();
+            let (l, addr) = client::bind_loopback();
             let server = seastar::spawn(async move {
                 let mut handlers = Vec::new();
                 for _ in 0..CONNS {
@@ -107,17 +99,8 @@ fn echo_behind_keeps_every_byte_in_order(backend: Backend) {
                 sent += c.await.expect("client");
             }
             assert_eq!(server.await.expect("server"), sent, "echoed every byte");
-            // The buffers of finished sends are back (bounded wait: the last ones return
-            // when the platform reports their sends done).
-            for _ in 0..200 {
-                let (total, free) = pool_counts();
-                if total > 0 && free == total {
-                    return;
-                }
-                sleep(Duration::from_millis(5)).await;
-            }
-            let (total, free) = pool_counts();
-            panic!("{free} of {total} pool buffers back after the echoes");
+            // The buffers of finished sends are back.
+            client::assert_all_pool_buffers_back("after the echoes").await;
         })
         .expect("runtime");
 }
@@ -127,7 +110,7 @@ fn large_sends_complete_whole_to_a_late_reader(backend: Backend) {
     const SECOND: usize = 1 << 20;
     must_runtime(backend, 1)
         .run_on_one(|| async {
-            let (l, addr) = bind();
+            let (l, addr) = client::bind_loopback();
             let server = seastar::spawn(async move {
                 let (s, _) = l.accept().await.expect("accept");
                 let mut tx = PatternStream::new(1);
@@ -157,7 +140,7 @@ fn later_writes_and_shutdown_go_after_write_behind_bytes(backend: Backend) {
     const BEHIND: usize = 3 << 20;
     must_runtime(backend, 1)
         .run_on_one(|| async {
-            let (l, addr) = bind();
+            let (l, addr) = client::bind_loopback();
             let server = seastar::spawn(async move {
                 let (s, _) = l.accept().await.expect("accept");
                 let mut tx = PatternStream::new(2);
@@ -187,7 +170,7 @@ fn dropped_stream_closes_after_its_send(backend: Backend) {
     const LEN: usize = 6 << 20;
     must_runtime(backend, 1)
         .run_on_one(|| async {
-            let (l, addr) = bind();
+            let (l, addr) = client::bind_loopback();
             let server = seastar::spawn(async move {
                 let (s, _) = l.accept().await.expect("accept");
                 let chunk = PatternStream::new(3).next_chunk(LEN);
@@ -207,7 +190,7 @@ fn dropped_stream_closes_after_its_send(backend: Backend) {
 fn failed_send_is_reported_by_the_next_operation(backend: Backend) {
     must_runtime(backend, 1)
         .run_on_one(|| async {
-            let (l, addr) = bind();
+            let (l, addr) = client::bind_loopback();
             let c = TcpStream::connect(addr).await.expect("connect");
             let (s, _) = l.accept().await.expect("accept");
             // The peer resets the connection.
@@ -249,7 +232,7 @@ fn echo_behind_resumes_a_receive_paused_by_its_own_sends(backend: Backend) {
         .build()
         .unwrap_or_else(|e| panic!("{e}"));
     rt.run_on_one(|| async {
-        let (l, addr) = bind();
+        let (l, addr) = client::bind_loopback();
         let server = seastar::spawn(async move {
             let (s, _) = l.accept().await.expect("accept");
             echo_behind(s).await

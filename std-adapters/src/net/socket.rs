@@ -207,12 +207,16 @@ impl Socket {
         if len == 0 {
             return Ok(());
         }
-        let pool_bufs = usize::from(is_pool_buffer::<B>());
         let op = Op::send_whole(self.io.clone(), self.raw(), buf).map_err(|(e, _)| to_io(e))?;
-        let mut st = self.behind.borrow_mut();
-        st.send = Some(Box::new(SendOp { op, len }));
-        st.pool_bufs = pool_bufs;
+        self.set_behind(SendOp { op, len }, usize::from(is_pool_buffer::<B>()));
         Ok(())
+    }
+
+    /// Make `send` the write-behind send in flight; it holds `pool_bufs` pool buffers.
+    fn set_behind<T: 'static>(&self, send: SendOp<T>, pool_bufs: usize) {
+        let mut st = self.behind.borrow_mut();
+        st.send = Some(Box::new(send));
+        st.pool_bufs = pool_bufs;
     }
 
     /// [`write_behind`](Self::write_behind) of several buffers, in order, as one gather send
@@ -230,10 +234,7 @@ impl Socket {
             let pool_bufs = if is_pool_buffer::<B>() { bufs.len() } else { 0 };
             let op =
                 Op::writev_whole(self.io.clone(), self.raw(), bufs).map_err(|(e, _)| to_io(e))?;
-            let mut st = self.behind.borrow_mut();
-            st.send = Some(Box::new(SendOp { op, len }));
-            st.pool_bufs = pool_bufs;
-            drop(st);
+            self.set_behind(SendOp { op, len }, pool_bufs);
             bufs = rest;
         }
         Ok(())
