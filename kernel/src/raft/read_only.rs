@@ -45,6 +45,12 @@ pub(crate) struct ReadIndexStatus {
 pub(crate) struct ReadOnly {
     pub pending: BTreeMap<Vec<u8>, ReadIndexStatus>,
     pub queue: VecDeque<Vec<u8>>,
+    /// Contexts confirmed during leader tick `confirmed_tick`. Answers carry only the tick
+    /// their heartbeat left at, so a context registered again in the tick it was confirmed
+    /// in could be confirmed by a late duplicate answer of its first round: such a
+    /// registration is refused (a client reusing a context retries in the next tick).
+    confirmed_now: BTreeSet<Vec<u8>>,
+    confirmed_tick: u64,
 }
 
 impl ReadOnly {
@@ -58,7 +64,9 @@ impl ReadOnly {
         self_id: NodeId,
         now: u64,
     ) -> bool {
-        if self.pending.contains_key(&ctx) {
+        if self.pending.contains_key(&ctx)
+            || (self.confirmed_tick == now && self.confirmed_now.contains(&ctx))
+        {
             return false;
         }
         let mut acks = BTreeSet::new();
@@ -90,15 +98,21 @@ impl ReadOnly {
     }
 
     /// Removes and returns every request up to and including `ctx` (earlier requests are
-    /// confirmed by the same heartbeat round, since they were registered before it).
-    pub fn advance(&mut self, ctx: &[u8]) -> Vec<ReadIndexStatusWithCtx> {
+    /// confirmed by the same heartbeat round, since they were registered before it),
+    /// confirmed at leader tick `now`.
+    pub fn advance(&mut self, ctx: &[u8], now: u64) -> Vec<ReadIndexStatusWithCtx> {
         if !self.pending.contains_key(ctx) {
             return Vec::new();
+        }
+        if self.confirmed_tick != now {
+            self.confirmed_now.clear();
+            self.confirmed_tick = now;
         }
         let mut out = Vec::new();
         while let Some(c) = self.queue.pop_front() {
             let done = c.as_slice() == ctx;
             if let Some(st) = self.pending.remove(&c) {
+                self.confirmed_now.insert(c.clone());
                 out.push(ReadIndexStatusWithCtx { ctx: c, status: st });
             }
             if done {
@@ -115,6 +129,7 @@ impl ReadOnly {
     pub fn clear(&mut self) {
         self.pending.clear();
         self.queue.clear();
+        self.confirmed_now.clear();
     }
 }
 

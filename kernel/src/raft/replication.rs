@@ -300,7 +300,7 @@ impl<S: Storage> Raft<S> {
         if !won {
             return;
         }
-        for rs in self.read_only.advance(&ctx) {
+        for rs in self.read_only.advance(&ctx, self.leader_ticks) {
             self.respond_read(rs.status.from, rs.status.index, rs.ctx);
         }
     }

@@ -74,6 +74,70 @@ fn read_index_ignores_answers_to_heartbeats_sent_before_the_read() {
     assert_eq!(ctxs, vec![b"r".as_slice()]);
 }
 
+/// Answers carry only the tick their heartbeat left at, so a context confirmed and then
+/// registered again within the same leader tick (a late duplicate of a forwarded request)
+/// would be confirmed by a late duplicate answer of its first round: the leader refuses
+/// that registration; in a later tick the tick check covers it.
+#[test]
+fn read_index_refuses_a_context_confirmed_in_the_same_tick() {
+    let mut c = cluster3();
+    c.isolate(1);
+    c.tick(1, 3);
+    let t = c.node(1).term();
+    let answer = Message {
+        from: 2,
+        to: 1,
+        term: t,
+        body: MessageBody::HeartbeatResponse {
+            ctx: Some(b"r".to_vec()),
+            lease_tick: 3,
+        },
+    };
+    let forwarded = Message {
+        from: 3,
+        to: 1,
+        term: t,
+        body: MessageBody::ReadIndex { ctx: b"r".to_vec() },
+    };
+    let answers_to_3 = |c: &mut Cluster| {
+        c.handle_ready(1);
+        c.queue
+            .drain(..)
+            .filter(|m| m.to == 3 && matches!(m.body, MessageBody::ReadIndexResponse { .. }))
+            .count()
+    };
+    c.node_mut(1).step(forwarded.clone());
+    c.node_mut(1).step(answer.clone());
+    assert_eq!(answers_to_3(&mut c), 1, "the first round confirms the read");
+    let dropped = c.node(1).status().counters.dropped_reads;
+    // The duplicate request and the duplicate answer, both within tick 3.
+    c.node_mut(1).step(forwarded.clone());
+    c.node_mut(1).step(answer.clone());
+    assert_eq!(answers_to_3(&mut c), 0, "a stale round confirmed nothing");
+    assert_eq!(c.node(1).status().counters.dropped_reads, dropped + 1);
+    // In the next tick the context may be used again, and only a new round confirms it.
+    c.tick(1, 1);
+    c.handle_ready(1);
+    c.queue.clear();
+    c.node_mut(1).step(forwarded);
+    c.node_mut(1).step(answer);
+    assert_eq!(
+        answers_to_3(&mut c),
+        0,
+        "an answer from tick 3 confirms nothing at tick 4"
+    );
+    c.node_mut(1).step(Message {
+        from: 2,
+        to: 1,
+        term: t,
+        body: MessageBody::HeartbeatResponse {
+            ctx: Some(b"r".to_vec()),
+            lease_tick: 4,
+        },
+    });
+    assert_eq!(answers_to_3(&mut c), 1);
+}
+
 #[test]
 fn read_index_is_forwarded_from_a_follower() {
     let mut c = cluster3();
