@@ -40,7 +40,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use io_uring::cqueue;
-use seastar_hal::io::{Completion, OpId, PoolId, COMPLETION_BUFFER};
+use seastar_hal::io::{
+    Completion, IoSlice, OpId, PoolId, SendBufRest, SendBufs, SendStatus, COMPLETION_BUFFER,
+};
 use seastar_hal::{ErrorKind, Instant, IoError};
 
 use crate::config::{Features, UringConfig};
@@ -118,6 +120,20 @@ struct OpState {
     held: u32,
     /// Pooled receive: stopped by back-pressure (`held` reached [`POOL_HOLD_LIMIT`]).
     paused: bool,
+    /// A detached send: its buffers and whom to tell. Nobody polls the op: the driver
+    /// finishes it at its final CQE.
+    detached: Option<Detached>,
+}
+
+/// What a detached send ([`seastar_hal::io::IoDriver::send_detached`]) keeps in its slot.
+pub(crate) struct Detached {
+    /// The bytes the SQE points into.
+    pub(crate) bufs: SendBufs,
+    /// A gather's `iovec`s (empty for one buffer), also pointed into by the SQE.
+    #[allow(dead_code)] // read by the kernel, through the SQE's pointer
+    pub(crate) iov: Vec<IoSlice>,
+    pub(crate) status: Rc<SendStatus>,
+    pub(crate) len: usize,
 }
 
 /// Most buffers a pool keeps in its kernel ring; the other free ones wait in
@@ -206,7 +222,12 @@ struct Inner {
     /// Pooled receives to re-arm at the next park (out of buffers, resumed after a pause, or
     /// ended by the kernel). Stale keys are skipped.
     rearm: Vec<u64>,
+    /// Emptied `iovec` lists of finished detached gathers, for the next ones.
+    spare_iovs: Vec<Vec<IoSlice>>,
 }
+
+/// Most emptied `iovec` lists kept for reuse.
+const SPARE_IOVS: usize = 64;
 
 /// The io_uring I/O driver of one core, obtained from `Platform::io` on a
 /// [`crate::UringPlatform`]; implements [`seastar_hal::io::IoDriver`].
@@ -279,6 +300,98 @@ fn give_back(pools: &mut [Pool], pool: u16, bid: u16) {
     }
 }
 
+/// A pool buffer comes back from its holder: into the ring, and the receive that took it
+/// holds one less (resumed if back-pressure paused it and it has caught up).
+fn release_buffer_in(inner: &mut Inner, pool: PoolId, bid: u16) {
+    let Inner {
+        ops, pools, rearm, ..
+    } = &mut *inner;
+    let Some(p) = pools.get(usize::from(pool.0)) else {
+        return;
+    };
+    let Some(&owner) = p.owner.get(usize::from(bid)) else {
+        return;
+    };
+    give_back(pools, pool.0, bid);
+    if owner == NO_OWNER {
+        return;
+    }
+    // The op that received into it (if still alive) holds one buffer less; a receive paused
+    // by back-pressure resumes once its owner has caught up.
+    if let Some(op) = ops.get_mut(owner) {
+        op.held = op.held.saturating_sub(1);
+        if op.paused && !op.armed && !op.cancelled && op.held <= POOL_HOLD_LIMIT / 2 {
+            op.paused = false;
+            rearm.push(owner);
+        }
+    }
+}
+
+/// The buffers of a finished (or never started) detached send: pool buffers go back at once,
+/// other owned buffers to `later`, dropped after the driver's borrow (their drop may call
+/// back into the driver). A gather's lists are kept for the next gather: the buffer list by
+/// the owner's status, the `iovec`s here.
+fn release_send_bufs(
+    inner: &mut Inner,
+    bufs: SendBufs,
+    iov: Vec<IoSlice>,
+    status: &SendStatus,
+    later: &mut Vec<Box<dyn Any>>,
+) {
+    let mut release = |b: seastar_hal::io::SendBuf| match b.finish() {
+        SendBufRest::Done => {}
+        SendBufRest::Pool(pool, bid) => release_buffer_in(inner, pool, bid),
+        SendBufRest::Drop(b) => later.push(b),
+    };
+    match bufs {
+        SendBufs::One(b) => release(b),
+        SendBufs::Gather(mut v) => {
+            v.drain(..).for_each(release);
+            status.recycle(v);
+            let mut iov = iov;
+            iov.clear();
+            if inner.spare_iovs.len() < SPARE_IOVS {
+                inner.spare_iovs.push(iov);
+            }
+        }
+    }
+}
+
+/// A detached send is finished with `result`: release its buffers and tell its owner (whose
+/// waker, if any, joins `wakers`). Its slot is already free.
+fn finish_detached(
+    inner: &mut Inner,
+    d: Detached,
+    result: Result<u32, IoError>,
+    wakers: &mut Vec<Waker>,
+    later: &mut Vec<Box<dyn Any>>,
+) {
+    let Detached {
+        bufs,
+        iov,
+        status,
+        len,
+    } = d;
+    release_send_bufs(inner, bufs, iov, &status, later);
+    wakers.extend(status.finished(result, len));
+    if Rc::strong_count(&status) == 1 {
+        // The owner is gone: the status (and a waker it may still hold) drops outside the
+        // borrow too. Rare: only a stream dropped with its send in flight.
+        later.push(Box::new(status));
+    }
+}
+
+/// Release the buffers of a detached send that never reached the kernel.
+#[cold]
+#[inline(never)]
+fn release_unstarted(inner: &mut Inner, d: Detached, later: &mut Vec<Box<dyn Any>>) {
+    let Detached {
+        bufs, iov, status, ..
+    } = d;
+    release_send_bufs(inner, bufs, iov, &status, later);
+    later.push(Box::new(status));
+}
+
 impl UringDriver {
     pub(crate) fn new(config: &UringConfig, shared: Arc<Shared>) -> std::io::Result<Self> {
         let ring = Ring::setup(config)?;
@@ -292,6 +405,7 @@ impl UringDriver {
                 shutting_down: false,
                 pools: Vec::new(),
                 rearm: Vec::new(),
+                spare_iovs: Vec::new(),
             }),
             counters: Counters::default(),
             features,
@@ -364,6 +478,31 @@ impl UringDriver {
 
     /// Start a prepared operation: take a slot, queue its SQE (no syscall unless the SQ is full).
     pub(crate) fn start(&self, p: Prepared) -> Result<OpId, IoError> {
+        self.start_with(p, None)
+    }
+
+    /// Start a detached send (prepared from pointers into `d.bufs`): on failure its buffers
+    /// are released before this returns.
+    pub(crate) fn start_detached(&self, p: Prepared, d: Detached) -> Result<(), IoError> {
+        let status = d.status.clone();
+        self.start_with(p, Some(d))?;
+        status.started();
+        Ok(())
+    }
+
+    /// Release the buffers of a detached send that was never started.
+    pub(crate) fn release_detached(&self, d: Detached) {
+        let mut later = Vec::new();
+        release_unstarted(&mut self.inner.borrow_mut(), d, &mut later);
+        drop(later);
+    }
+
+    /// An empty `iovec` list for a gather, reusing a finished gather's allocation.
+    pub(crate) fn take_iov(&self) -> Vec<IoSlice> {
+        self.inner.borrow_mut().spare_iovs.pop().unwrap_or_default()
+    }
+
+    fn start_with(&self, p: Prepared, detached: Option<Detached>) -> Result<OpId, IoError> {
         let mut inner = self.inner.borrow_mut();
         let sqe = p.sqe;
         let state = OpState {
@@ -379,6 +518,7 @@ impl UringDriver {
             armed: true,
             held: 0,
             paused: false,
+            detached,
         };
         if let OpKind::RecvPool { pool } = state.kind {
             if usize::from(pool) >= inner.pools.len() {
@@ -395,9 +535,13 @@ impl UringDriver {
             }
             Err(e) => {
                 // Never reached the kernel: its memory can go at once.
-                let released = inner.ops.remove(key);
+                let mut released = inner.ops.remove(key);
+                let mut later = Vec::new();
+                if let Some(d) = released.as_mut().and_then(|op| op.detached.take()) {
+                    release_unstarted(&mut inner, d, &mut later);
+                }
                 drop(inner);
-                drop(released);
+                drop((released, later));
                 Err(e)
             }
         }
@@ -432,6 +576,9 @@ impl UringDriver {
         }
         match &op.waker {
             Some(w) if w.will_wake(cx.waker()) => {}
+            // A no-op waker (a peek such as `try_recv`) would wake nobody: keep the task's
+            // waker instead of trading it for one (a clone now and another at the next poll).
+            Some(_) if cx.waker().will_wake(Waker::noop()) => {}
             _ => old_waker = op.waker.replace(cx.waker().clone()),
         }
         drop(inner);
@@ -539,29 +686,7 @@ impl UringDriver {
     }
 
     pub(crate) fn release_buffer_impl(&self, pool: PoolId, bid: u16) {
-        let mut inner = self.inner.borrow_mut();
-        let Inner {
-            ops, pools, rearm, ..
-        } = &mut *inner;
-        let Some(p) = pools.get(usize::from(pool.0)) else {
-            return;
-        };
-        let Some(&owner) = p.owner.get(usize::from(bid)) else {
-            return;
-        };
-        give_back(pools, pool.0, bid);
-        if owner == NO_OWNER {
-            return;
-        }
-        // The op that received into it (if still alive) holds one buffer less; a receive paused
-        // by back-pressure resumes once its owner has caught up.
-        if let Some(op) = ops.get_mut(owner) {
-            op.held = op.held.saturating_sub(1);
-            if op.paused && !op.armed && !op.cancelled && op.held <= POOL_HOLD_LIMIT / 2 {
-                op.paused = false;
-                rearm.push(owner);
-            }
-        }
+        release_buffer_in(&mut self.inner.borrow_mut(), pool, bid);
     }
 
     pub(crate) fn in_flight_impl(&self) -> usize {
@@ -705,7 +830,12 @@ impl UringDriver {
             }
             if !more {
                 released.extend(op.keepalive.take());
+                let detached = op.detached.take();
                 inner.ops.free(ud);
+                if let Some(d) = detached {
+                    let result = result_of(OpKind::Other, res);
+                    finish_detached(inner, d, result, wakers, released);
+                }
             }
             return;
         }
@@ -751,6 +881,12 @@ impl UringDriver {
             return;
         };
         if !completion.more {
+            if let Some(d) = op.detached.take() {
+                // Nobody polls a detached send: finish it here.
+                inner.ops.free(ud);
+                finish_detached(inner, d, completion.result, wakers, released);
+                return;
+            }
             op.done = true;
         }
         op.push_completion(completion);

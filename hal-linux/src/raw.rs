@@ -14,10 +14,14 @@ use std::task::{Context, Poll};
 
 use io_uring::opcode;
 use io_uring::types::{Fd, FsyncFlags, TimeoutFlags, Timespec};
-use seastar_hal::io::{Completion, IoDriver, OpId, PoolId, RawOp, Shutdown};
+use std::rc::Rc;
+
+use seastar_hal::io::{
+    Completion, Fd as HalFd, IoDriver, OpId, PoolId, RawOp, SendBufs, SendStatus, Shutdown,
+};
 use seastar_hal::{ErrorKind, IoError};
 
-use crate::driver::{OpKind, Prepared, UringDriver};
+use crate::driver::{Detached, OpKind, Prepared, UringDriver};
 use crate::sys::Sqe;
 
 /// A socket address laid out for the kernel.
@@ -270,5 +274,58 @@ impl IoDriver for UringDriver {
 
     fn release_buffer(&self, pool: PoolId, bid: u16) {
         self.release_buffer_impl(pool, bid)
+    }
+
+    /// One `SEND` (one buffer) or `SENDMSG` (a gather), with `MSG_WAITALL`, whose slot owns
+    /// the buffers and the `iovec`s until its final CQE.
+    fn send_detached(
+        &self,
+        fd: HalFd,
+        bufs: SendBufs,
+        status: &Rc<SendStatus>,
+    ) -> Result<(), IoError> {
+        let len = bufs.len();
+        if let SendBufs::One(b) = &bufs {
+            // The common case, built directly (no `RawOp` round trip through `prepare`).
+            let entry = opcode::Send::new(Fd(fd), b.as_ptr(), len32(b.len()))
+                .flags(send_flags(true))
+                .build();
+            let prepared = Prepared {
+                kind: OpKind::Other,
+                // SAFETY: the bytes are the `SendBuf`'s (memory that stays put while it moves,
+                // by its constructors), which moves into the op's slot and stays there until
+                // the final CQE (or is leaked if the driver is dropped first).
+                sqe: unsafe { Sqe::new(entry) },
+                resubmit: None,
+                extras: None,
+            };
+            let detached = Detached {
+                bufs,
+                iov: Vec::new(),
+                status: status.clone(),
+                len,
+            };
+            return self.start_detached(prepared, detached);
+        }
+        let mut iov = self.take_iov();
+        let op = bufs.whole_op(fd, &mut iov);
+        let detached = Detached {
+            bufs,
+            iov,
+            status: status.clone(),
+            len,
+        };
+        // SAFETY: the pointers are into `detached`: the `SendBuf`s' bytes (memory that stays
+        // put while they move, by `SendBuf`'s constructors) and the heap array of `iov`, which
+        // is never resized; `detached` moves into the op's slot, which keeps it until the
+        // final CQE (or leaks it if the driver is dropped first).
+        let prepared = match unsafe { prepare(op, false) } {
+            Ok(p) => p,
+            Err(e) => {
+                self.release_detached(detached);
+                return Err(e);
+            }
+        };
+        self.start_detached(prepared, detached)
     }
 }

@@ -266,23 +266,7 @@ fn peer_reset() {
     let (ours, peer) = tcp_pair();
     let recv = Op::recv(p.io(), ours.as_raw_fd(), vec![0u8; 64]).expect("recv");
     p.flush();
-    // SO_LINGER {on, 0}: close sends RST instead of FIN.
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: valid socket, option pointer and length of a `linger`.
-    let rc = unsafe {
-        libc::setsockopt(
-            peer.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0);
-    drop(peer);
+    common::reset(peer);
     let (c, _) = block_on(&p, recv);
     let e = c.result.expect_err("reset");
     assert_eq!(e.kind(), ErrorKind::ConnectionReset);

@@ -63,12 +63,16 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::marker::PhantomData;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Token};
-use seastar_hal::io::{Completion, Fd, IoDriver, OpId, PoolId, RawOp, Shutdown, COMPLETION_BUFFER};
+use seastar_hal::io::{
+    Completion, Fd, IoDriver, IoSlice, OpId, PoolId, RawOp, SendBufRest, SendBufs, SendStatus,
+    Shutdown, COMPLETION_BUFFER,
+};
 use seastar_hal::{ErrorKind, Instant, IoError};
 
 use crate::error::io_error;
@@ -217,6 +221,21 @@ struct OpState {
     held: u32,
     /// Pooled receive: stopped at the hold limit, until `held` is down to half of it.
     paused: bool,
+    /// A detached send: its buffers and whom to tell. Nobody polls it: the driver finishes it
+    /// with its final completion.
+    detached: Option<Detached>,
+}
+
+/// What a detached send ([`IoDriver::send_detached`]) keeps in its slot, next to the
+/// `BufOp` that points into it.
+#[derive(Debug)]
+struct Detached {
+    bufs: SendBufs,
+    /// A gather's slices (empty for one buffer), pointed into by the `BufOp`.
+    #[allow(dead_code)] // read through the `BufOp`'s raw pointer
+    iov: Vec<IoSlice>,
+    status: Rc<SendStatus>,
+    len: usize,
 }
 
 #[derive(Debug)]
@@ -289,6 +308,9 @@ struct State {
     retry_fds: Vec<Fd>,
     /// Read queues whose pooled receive found no free buffer: retried when one comes back.
     starved_fds: Vec<Fd>,
+    /// What finished detached sends leave to drop after the state borrow (their drop may
+    /// call back into the driver).
+    drop_later: Vec<Box<dyn Any>>,
 }
 
 impl MioDriver {
@@ -310,6 +332,7 @@ impl MioDriver {
                 owners: Vec::new(),
                 retry_fds: Vec::new(),
                 starved_fds: Vec::new(),
+                drop_later: Vec::new(),
             }),
             _not_send: PhantomData,
         })
@@ -341,14 +364,20 @@ impl MioDriver {
     /// Run `f` on the state, then wake the wakers it collected, outside the borrow (a waker
     /// may call back into the driver).
     fn with_state<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
-        let (r, mut wakers) = {
+        let (r, mut wakers, later) = {
             let mut st = self.st.borrow_mut();
             let r = f(&mut st);
-            (r, std::mem::take(&mut st.wake))
+            let later = if st.drop_later.is_empty() {
+                Vec::new()
+            } else {
+                std::mem::take(&mut st.drop_later)
+            };
+            (r, std::mem::take(&mut st.wake), later)
         };
         for w in wakers.drain(..) {
             w.wake();
         }
+        drop(later);
         // Give the (now empty) allocation back for the next round.
         let mut st = self.st.borrow_mut();
         if st.wake.is_empty() {
@@ -416,6 +445,7 @@ impl State {
             waker: None,
             held: 0,
             paused: false,
+            detached: None,
         };
         let index = match self.free.pop() {
             Some(i) => {
@@ -452,9 +482,21 @@ impl State {
         Some(op)
     }
 
-    /// Store a completion for `id` and schedule its waker.
+    /// Store a completion for `id` and schedule its waker; a detached send is finished here
+    /// instead (its slot freed, its buffers released, its owner told).
     fn complete(&mut self, id: OpId, completion: Completion) {
         let Some(op) = self.op_mut(id) else { return };
+        if !completion.more && op.detached.is_some() {
+            self.stats.completed += 1;
+            let Some(mut op) = self.take(id) else { return };
+            let detached = op.detached.take();
+            // The `BufOp` (raw pointers) goes before the buffers it points into.
+            drop(op);
+            if let Some(d) = detached {
+                self.finish_detached(d, completion.result);
+            }
+            return;
+        }
         if !completion.more {
             op.wait = Wait::Done;
         }
@@ -464,6 +506,38 @@ impl State {
         if let Some(w) = waker {
             self.wake.push(w);
         }
+    }
+
+    fn finish_detached(&mut self, d: Detached, result: Result<u32, IoError>) {
+        let release = |st: &mut State, b: seastar_hal::io::SendBuf| match b.finish() {
+            SendBufRest::Done => {}
+            SendBufRest::Pool(pool, bid) => st.release_buffer(pool, bid),
+            SendBufRest::Drop(b) => st.drop_later.push(b),
+        };
+        match d.bufs {
+            SendBufs::One(b) => release(self, b),
+            SendBufs::Gather(mut v) => {
+                v.drain(..).for_each(|b| release(self, b));
+                // The owner's next gather reuses the list instead of allocating one.
+                d.status.recycle(v);
+            }
+        }
+        self.wake.extend(d.status.finished(result, d.len));
+        if Rc::strong_count(&d.status) == 1 {
+            // The owner is gone: a waker it may still hold drops after the borrow.
+            self.drop_later.push(Box::new(d.status));
+        }
+    }
+
+    /// Start a detached send: `b` points into `d`, which the slot keeps until it is finished.
+    fn submit_detached(&mut self, b: BufOp, d: Detached) {
+        self.stats.submitted += 1;
+        let fd = b.fd();
+        let id = self.alloc(Kind::Buf(b), Wait::Done);
+        if let Some(op) = self.op_mut(id) {
+            op.detached = Some(d);
+        }
+        self.enqueue(id, fd, Side::Write);
     }
 
     fn finish(&mut self, id: OpId, result: Result<u32, IoError>) {
@@ -967,6 +1041,8 @@ impl State {
             None => {
                 match &mut op.waker {
                     Some(w) if w.will_wake(cx.waker()) => {}
+                    // A no-op waker (a peek) wakes nobody: keep the task's.
+                    Some(_) if cx.waker().will_wake(Waker::noop()) => {}
                     slot => *slot = Some(cx.waker().clone()),
                 }
                 Poll::Pending
@@ -1090,6 +1166,43 @@ impl IoDriver for MioDriver {
 
     fn release_buffer(&self, pool: PoolId, bid: u16) {
         self.st.borrow_mut().release_buffer(pool, bid);
+    }
+
+    /// A whole `Send` (one buffer) or `Writev` (a gather), tried at once like any send; the
+    /// slot owns the buffers and slices until the send is finished (all out, failed, or its
+    /// fd released with `release_fd`: `Canceled`).
+    fn send_detached(
+        &self,
+        fd: Fd,
+        bufs: SendBufs,
+        status: &Rc<SendStatus>,
+    ) -> Result<(), IoError> {
+        let len = bufs.len();
+        let mut iov = Vec::new();
+        let op = bufs.whole_op(fd, &mut iov);
+        // SAFETY: the pointers are into the `SendBuf`s' bytes (memory that stays put while
+        // they move, by `SendBuf`'s constructors) and `iov`'s heap array (never resized);
+        // both move into the op's slot with the `BufOp`, which is dropped first when the send
+        // is finished.
+        let Ok(b) = (unsafe { BufOp::new(op) }) else {
+            // Unreachable (sends are buffer ops); keep the pool whole anyway.
+            for b in bufs.into_vec() {
+                if let SendBufRest::Pool(pool, bid) = b.finish() {
+                    self.release_buffer(pool, bid);
+                }
+            }
+            return Err(IoError::new(ErrorKind::Unsupported));
+        };
+        let d = Detached {
+            bufs,
+            iov,
+            status: status.clone(),
+            len,
+        };
+        // Before submitting: the send is tried at once and may finish inside.
+        status.started();
+        self.with_state(|st| st.submit_detached(b, d));
+        Ok(())
     }
 }
 

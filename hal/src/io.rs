@@ -52,16 +52,27 @@
 //! The safe wrappers are [`RecvStream`] (polls a pooled receive, yields [`PooledBuf`]s) and
 //! [`PooledBuf`] (an owned, read-only [`IoBuf`] that goes back to the pool on drop, so a
 //! received buffer can be sent back without a copy).
+//!
+//! # Detached sends
+//!
+//! [`IoDriver::send_detached`] hands the driver a send together with the bytes it sends
+//! ([`SendBuf`]s: a `Vec`, `'static` bytes, pool buffers, any other [`IoBuf`] boxed). Nobody
+//! polls it: the driver drops the bytes itself when the send is finished (a pool buffer goes
+//! straight back to its pool, counted towards its receive's hold limit until then) and
+//! reports only to a [`SendStatus`] the owner shares with it: one send fewer in flight, the
+//! first failure, and a wake-up if the owner asked for one. The send is *whole* (see
+//! [`RawOp::Send`]), so an owner that never looks still gets every byte out or an error.
 #![allow(unsafe_code)] // `IoDriver::submit` is unsafe: it trusts the pointers in a `RawOp`
 
 use alloc::boxed::Box;
 use alloc::rc::Rc;
 use alloc::vec::Vec;
 use core::any::Any;
+use core::cell::Cell;
 use core::future::Future;
 use core::net::SocketAddr;
 use core::pin::Pin;
-use core::task::{Context, Poll};
+use core::task::{Context, Poll, Waker};
 
 use crate::buf::{IoBuf, IoBufMut};
 use crate::{Instant, IoError};
@@ -285,7 +296,8 @@ pub trait IoDriver {
 
     /// Poll an operation. `Ready` hands over the next completion; after the final one
     /// (`more == false`) the id is no longer valid. `Pending` registers `cx`'s waker, which
-    /// the platform wakes when a completion for this id arrives.
+    /// the platform wakes when a completion for this id arrives. A [`Waker::noop`] (a peek)
+    /// may leave an earlier registered waker in place instead (a spurious wake at worst).
     ///
     /// Polling an unknown or finished id returns `Ready` with an `InvalidInput` error.
     fn poll_op(&self, id: OpId, cx: &mut Context<'_>) -> Poll<Completion>;
@@ -323,6 +335,264 @@ pub trait IoDriver {
     fn release_buffer(&self, pool: PoolId, bid: u16) {
         let _ = (pool, bid);
     }
+
+    /// Send `bufs` in order, whole (see [`RawOp::Send`]), as one operation that nobody polls
+    /// (see the module docs): on success `status` counts one more send in flight until the
+    /// driver finished it, dropped the buffers (pool buffers: released) and told `status`.
+    /// On `Err` nothing was started and the buffers are already dropped or released.
+    /// Drivers without detached sends refuse with `Unsupported` (the default).
+    fn send_detached(
+        &self,
+        fd: Fd,
+        bufs: SendBufs,
+        status: &Rc<SendStatus>,
+    ) -> Result<(), IoError> {
+        let _ = (fd, status);
+        for b in bufs.into_vec() {
+            if let SendBufRest::Pool(pool, bid) = b.finish() {
+                self.release_buffer(pool, bid);
+            }
+        }
+        Err(IoError::new(crate::ErrorKind::Unsupported))
+    }
+}
+
+/// Owned bytes of a detached send ([`IoDriver::send_detached`]). Built only from memory that
+/// stays put while the value moves, so a driver may hand [`as_ptr`](Self::as_ptr) to the
+/// platform for as long as it keeps the value.
+pub struct SendBuf {
+    ptr: *const u8,
+    len: usize,
+    owner: SendOwner,
+}
+
+enum SendOwner {
+    Static,
+    Vec(#[allow(dead_code)] Vec<u8>),
+    Pool(PoolId, u16),
+    Boxed(Box<dyn Any>),
+}
+
+/// What is left of a [`SendBuf`] once its send is finished ([`SendBuf::finish`]).
+#[derive(Debug)]
+pub enum SendBufRest {
+    /// Nothing to do (static bytes, or a `Vec` now freed).
+    Done,
+    /// A pool buffer for the driver to release (as [`IoDriver::release_buffer`]).
+    Pool(PoolId, u16),
+    /// Another buffer type: drop it outside the driver's own borrows (its drop may call back
+    /// into the driver).
+    Drop(Box<dyn Any>),
+}
+
+impl SendBuf {
+    /// `'static` bytes (no allocation, nothing to free).
+    pub fn from_static(bytes: &'static [u8]) -> Self {
+        SendBuf {
+            ptr: bytes.as_ptr(),
+            len: bytes.len(),
+            owner: SendOwner::Static,
+        }
+    }
+
+    /// A `Vec`'s initialised bytes; the `Vec` is freed when the send is finished.
+    pub fn from_vec(bytes: Vec<u8>) -> Self {
+        SendBuf {
+            ptr: bytes.as_ptr(),
+            len: bytes.len(),
+            owner: SendOwner::Vec(bytes),
+        }
+    }
+
+    /// Any other owned buffer's initialised bytes (boxed: one allocation).
+    pub fn boxed<B: IoBuf>(buf: B) -> Self {
+        let buf = Box::new(buf);
+        SendBuf {
+            ptr: buf.stable_ptr(),
+            len: buf.bytes_init(),
+            owner: SendOwner::Boxed(buf),
+        }
+    }
+
+    /// Start of the bytes: valid for reads of [`len`](Self::len) bytes while this value lives
+    /// (it may move).
+    pub fn as_ptr(&self) -> *const u8 {
+        self.ptr
+    }
+
+    /// Number of bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// No bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The send is finished: free what can be freed now, and say what is left to do.
+    pub fn finish(self) -> SendBufRest {
+        match self.owner {
+            SendOwner::Static | SendOwner::Vec(_) => SendBufRest::Done,
+            SendOwner::Pool(pool, bid) => SendBufRest::Pool(pool, bid),
+            SendOwner::Boxed(b) => SendBufRest::Drop(b),
+        }
+    }
+}
+
+impl core::fmt::Debug for SendBuf {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SendBuf").field("len", &self.len).finish()
+    }
+}
+
+/// The buffers of one detached send: one, or a gather of several in order.
+#[derive(Debug)]
+pub enum SendBufs {
+    /// One buffer (no allocation for the list).
+    One(SendBuf),
+    /// Several, sent in order with one gather send.
+    Gather(Vec<SendBuf>),
+}
+
+impl SendBufs {
+    /// Total bytes.
+    pub fn len(&self) -> usize {
+        match self {
+            SendBufs::One(b) => b.len(),
+            SendBufs::Gather(v) => v.iter().map(SendBuf::len).sum(),
+        }
+    }
+
+    /// No bytes at all.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The whole send of these bytes on `fd` (`Send` for one buffer, `Writev` for a gather,
+    /// both with `whole` set). A gather's slices are appended to `iov`, whose heap array the
+    /// op points into: the driver keeps `iov` (unresized) and `self` with the op until it is
+    /// finished.
+    pub fn whole_op(&self, fd: Fd, iov: &mut Vec<IoSlice>) -> RawOp {
+        match self {
+            SendBufs::One(b) => RawOp::Send {
+                fd,
+                ptr: b.as_ptr(),
+                len: b.len(),
+                whole: true,
+            },
+            SendBufs::Gather(v) => {
+                iov.extend(v.iter().map(|b| IoSlice {
+                    base: b.as_ptr(),
+                    len: b.len(),
+                }));
+                RawOp::Writev {
+                    fd,
+                    iov: iov.as_ptr(),
+                    count: iov.len(),
+                    whole: true,
+                }
+            }
+        }
+    }
+
+    /// The buffers as a list (allocates for [`SendBufs::One`]; for slow paths).
+    pub fn into_vec(self) -> Vec<SendBuf> {
+        match self {
+            SendBufs::One(b) => alloc::vec![b],
+            SendBufs::Gather(v) => v,
+        }
+    }
+}
+
+/// What the owner of detached sends ([`IoDriver::send_detached`]) learns from the driver:
+/// how many are in flight and the first failure. Shared (`Rc`) between the owner and the
+/// driver, which holds a clone per send in flight; core-local.
+#[derive(Default)]
+pub struct SendStatus {
+    in_flight: Cell<u32>,
+    error: Cell<Option<IoError>>,
+    waker: Cell<Option<Waker>>,
+    /// The emptied list of the last finished gather, for the owner's next one.
+    spare: Cell<Vec<SendBuf>>,
+}
+
+impl core::fmt::Debug for SendStatus {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SendStatus")
+            .field("in_flight", &self.in_flight.get())
+            .field("error", &self.error.get())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SendStatus {
+    /// Detached sends started and not yet finished.
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.get()
+    }
+
+    /// Take the first failure since the last call (a failed or short send).
+    pub fn take_error(&self) -> Option<IoError> {
+        self.error.take()
+    }
+
+    /// Whether a failure waits to be taken.
+    pub fn has_error(&self) -> bool {
+        // `Option<IoError>` is `Copy`: read it without taking.
+        self.error.get().is_some()
+    }
+
+    /// `Ready` when no send is in flight; otherwise `cx` is woken when one finishes (the
+    /// last waker registered wins).
+    pub fn poll_idle(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.in_flight.get() == 0 {
+            return Poll::Ready(());
+        }
+        let old = self.waker.replace(Some(cx.waker().clone()));
+        drop(old);
+        Poll::Pending
+    }
+
+    /// An empty list for the owner's next gather: the allocation of the last finished one
+    /// (if the driver [`recycle`](Self::recycle)d it), so a gather send need not allocate
+    /// its list every time.
+    pub fn take_spare(&self) -> Vec<SendBuf> {
+        self.spare.take()
+    }
+
+    /// For drivers: keep a finished gather's list (already emptied: its buffers finished)
+    /// for [`take_spare`](Self::take_spare).
+    pub fn recycle(&self, mut list: Vec<SendBuf>) {
+        // Empty by contract; a leftover would only be dropped here (a pool buffer leaked).
+        list.clear();
+        let old = self.spare.replace(list);
+        drop(old);
+    }
+
+    /// For drivers: a send was started.
+    pub fn started(&self) {
+        self.in_flight.set(self.in_flight.get() + 1);
+    }
+
+    /// For drivers: a send finished with `result` (the count sent, of `len` bytes). Returns
+    /// the waker to wake (after the driver released its own borrows), if the owner waits.
+    #[must_use = "wake the returned waker"]
+    pub fn finished(&self, result: Result<u32, IoError>, len: usize) -> Option<Waker> {
+        self.in_flight.set(self.in_flight.get().saturating_sub(1));
+        let failure = match result {
+            Ok(n) if n as usize >= len => None,
+            // Whole sends are short only when the connection failed after `n` bytes.
+            Ok(_) => Some(IoError::new(crate::ErrorKind::BrokenPipe)),
+            Err(e) => Some(e),
+        };
+        if let Some(e) = failure {
+            if self.error.get().is_none() {
+                self.error.set(Some(e));
+            }
+        }
+        self.waker.take()
+    }
 }
 
 /// A shared reference or an `Rc` to a driver is a driver: every method forwards.
@@ -350,6 +620,14 @@ macro_rules! forward_io_driver {
             }
             fn release_buffer(&self, pool: PoolId, bid: u16) {
                 (**self).release_buffer(pool, bid)
+            }
+            fn send_detached(
+                &self,
+                fd: Fd,
+                bufs: SendBufs,
+                status: &Rc<SendStatus>,
+            ) -> Result<(), IoError> {
+                (**self).send_detached(fd, bufs, status)
             }
         }
     )+};
@@ -770,6 +1048,21 @@ impl<D: IoDriver> PooledBuf<D> {
     pub fn truncate(&mut self, len: usize) {
         self.len = self.len.min(len);
     }
+
+    /// The bytes as a [`SendBuf`] for a detached send on the same driver, which releases the
+    /// buffer when the send is finished (no allocation).
+    pub fn into_send_buf(self) -> SendBuf {
+        let me = core::mem::ManuallyDrop::new(self);
+        // SAFETY: `me` is never used or dropped again, so the driver handle is moved out
+        // exactly once (and dropped here); the buffer is not released: its release moves to
+        // the `SendBuf`.
+        drop(unsafe { core::ptr::read(&me.driver) });
+        SendBuf {
+            ptr: me.ptr,
+            len: me.len,
+            owner: SendOwner::Pool(me.pool, me.bid),
+        }
+    }
 }
 
 impl<D: IoDriver> core::fmt::Debug for PooledBuf<D> {
@@ -929,6 +1222,83 @@ mod tests {
         );
         drop(b);
         assert_eq!(*f.released.borrow(), [1, 2]);
+    }
+
+    #[test]
+    fn a_pool_buffer_moves_into_a_send_buf_without_being_released() {
+        let f = fake();
+        *f.script.borrow_mut() = vec![data(2, 5)];
+        let mut s = RecvStream::new(&f, 5, PoolId(0)).expect("submit");
+        let mut cx = Context::from_waker(Waker::noop());
+        let Poll::Ready(Some(Ok(buf))) = s.poll_next(&mut cx) else {
+            panic!("a buffer")
+        };
+        let send = buf.into_send_buf();
+        assert_eq!(send.len(), 5);
+        // SAFETY: the pool memory lives in `f`, and `send` points at 5 bytes of buffer 2.
+        let bytes = unsafe { core::slice::from_raw_parts(send.as_ptr(), send.len()) };
+        assert_eq!(bytes, &[16, 17, 18, 19, 20]);
+        assert!(f.released.borrow().is_empty(), "the send holds it now");
+        // A driver without detached sends refuses, and gives the pool buffer back itself.
+        let status = Rc::new(SendStatus::default());
+        let res = f.send_detached(5, SendBufs::One(send), &status);
+        assert_eq!(
+            res.map_err(|e| e.kind()),
+            Err(crate::ErrorKind::Unsupported)
+        );
+        assert_eq!(*f.released.borrow(), [2]);
+        assert_eq!(status.in_flight(), 0);
+    }
+
+    #[test]
+    fn send_bufs_say_what_is_left_to_release() {
+        let v = SendBuf::from_vec(vec![1, 2, 3]);
+        let st = SendBuf::from_static(b"ab");
+        let b = SendBuf::boxed(vec![9u8; 4].into_boxed_slice());
+        let all = SendBufs::Gather(vec![v, st, b]);
+        assert_eq!((all.len(), all.is_empty()), (9, false));
+        let rest: Vec<_> = all.into_vec().into_iter().map(SendBuf::finish).collect();
+        assert!(matches!(
+            rest[..],
+            [SendBufRest::Done, SendBufRest::Done, SendBufRest::Drop(_)]
+        ));
+        assert!(SendBufs::One(SendBuf::from_static(b"")).is_empty());
+    }
+
+    #[test]
+    fn send_status_counts_reports_the_first_failure_once_and_wakes_its_waiter() {
+        let st = SendStatus::default();
+        let mut cx = Context::from_waker(Waker::noop());
+        assert_eq!(st.poll_idle(&mut cx), Poll::Ready(()));
+        st.started();
+        st.started();
+        assert_eq!(st.poll_idle(&mut cx), Poll::Pending);
+        assert!(
+            st.finished(Ok(10), 10).is_some(),
+            "the waiter is handed back"
+        );
+        assert!(st.finished(Ok(10), 10).is_none(), "taken once");
+        assert!(!st.has_error());
+        st.started();
+        st.started();
+        // Short (the connection failed after 3 bytes), then an error: the first one stays.
+        let _ = st.finished(Ok(3), 10);
+        let _ = st.finished(Err(IoError::new(crate::ErrorKind::ConnectionReset)), 10);
+        assert_eq!(st.in_flight(), 0);
+        assert!(st.has_error());
+        assert_eq!(
+            st.take_error().map(|e| e.kind()),
+            Some(crate::ErrorKind::BrokenPipe)
+        );
+        assert_eq!(st.take_error(), None);
+        // A recycled list comes back empty, with its allocation.
+        let mut list = Vec::with_capacity(8);
+        list.push(SendBuf::from_static(b"x"));
+        let _ = list.pop().map(SendBuf::finish);
+        st.recycle(list);
+        let spare = st.take_spare();
+        assert!(spare.is_empty() && spare.capacity() >= 8);
+        assert_eq!(st.take_spare().capacity(), 0, "taken once");
     }
 
     #[test]

@@ -101,6 +101,10 @@ impl RecvBuf {
         &self.0
     }
 
+    pub(crate) fn into_pooled(self) -> seastar_hal::io::PooledBuf<crate::io_handle::CoreIo> {
+        self.0
+    }
+
     /// Keep only the first `len` bytes.
     pub fn truncate(&mut self, len: usize) {
         self.0.truncate(len);

@@ -14,11 +14,12 @@ use std::io;
 use std::mem;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use seastar_hal::buf::IoBuf;
-use seastar_hal::io::{Completion, IoDriver, OpId, PoolId, RawOp};
+use seastar_hal::io::{Completion, Fd, IoDriver, OpId, PoolId, RawOp, SendBufs, SendStatus};
 use seastar_hal::{IoError, Platform};
 
 use crate::buf::{RecvBuf, Slice};
@@ -299,6 +300,18 @@ impl IoDriver for CoreIo {
         match self {
             CoreIo::Uring(p) => p.io().release_buffer(pool, bid),
             CoreIo::Mio(p) => p.io().release_buffer(pool, bid),
+        }
+    }
+
+    fn send_detached(
+        &self,
+        fd: Fd,
+        bufs: SendBufs,
+        status: &Rc<SendStatus>,
+    ) -> Result<(), IoError> {
+        match self {
+            CoreIo::Uring(p) => p.io().send_detached(fd, bufs, status),
+            CoreIo::Mio(p) => p.io().send_detached(fd, bufs, status),
         }
     }
 }

@@ -12,7 +12,10 @@
 //! - a send to a peer that reset the connection fails, and the stream's next operation says
 //!   so;
 //! - an echo whose gathered sends hold more pool buffers than a receive may keep does not
-//!   stall: the receive, paused until they come back, resumes when the send finishes.
+//!   stall: the receive, paused until they come back, resumes when the send finishes;
+//! - every buffer type goes out write-behind, alone or gathered, in call order: `Vec`s,
+//!   static bytes and strings (handed to the driver as they are), boxed slices and windows
+//!   (boxed), empty ones (skipped).
 
 use std::io;
 use std::time::Duration;
@@ -166,6 +169,36 @@ fn later_writes_and_shutdown_go_after_write_behind_bytes(backend: Backend) {
         .expect("runtime");
 }
 
+fn write_behind_takes_any_buffer_type_in_order(backend: Backend) {
+    must_runtime(backend, 1)
+        .run_on_one(|| async {
+            let (l, addr) = client::bind_loopback();
+            let server = seastar::spawn(async move {
+                let (s, _) = l.accept().await.expect("accept");
+                s.write_behind(b"vec|".to_vec()).await?;
+                s.write_behind(&b"static|"[..]).await?;
+                s.write_behind("str|").await?;
+                s.write_behind(Vec::new()).await?;
+                s.write_behind(b"boxed|".to_vec().into_boxed_slice())
+                    .await?;
+                s.write_behind(seastar::buf::Slice::new(b"xxwindow|".to_vec(), 2..))
+                    .await?;
+                s.writev_behind(vec![b"g1|".to_vec(), Vec::new(), b"g2|".to_vec()])
+                    .await?;
+                s.writev_behind(vec!["s1|", "s2"]).await?;
+                s.shutdown(std::net::Shutdown::Write).await
+            });
+            let c = TcpStream::connect(addr).await.expect("connect");
+            let got = client::read_to_end(&c, 1 << 10).await.expect("read");
+            assert_eq!(
+                String::from_utf8_lossy(&got),
+                "vec|static|str|boxed|window|g1|g2|s1|s2"
+            );
+            server.await.expect("server").expect("server side");
+        })
+        .expect("runtime");
+}
+
 fn dropped_stream_closes_after_its_send(backend: Backend) {
     const LEN: usize = 6 << 20;
     must_runtime(backend, 1)
@@ -265,4 +298,5 @@ seastar_tests::on_both_backends! {
     later_writes_and_shutdown_go_after_write_behind_bytes,
     dropped_stream_closes_after_its_send,
     failed_send_is_reported_by_the_next_operation,
+    write_behind_takes_any_buffer_type_in_order,
 }

@@ -23,7 +23,9 @@ async fn echo(stream: TcpStream) -> io::Result<()> {
             stream.write_behind(first).await?;
             continue;
         };
-        let mut batch = vec![first, second];
+        // Room for a typical batch up front (16 in flight), so it does not grow as it fills.
+        let mut batch = Vec::with_capacity(16);
+        batch.extend([first, second]);
         while let Some(more) = stream.try_recv()? {
             batch.push(more);
         }

@@ -185,3 +185,24 @@ pub async fn recv_once(io: &MioDriver, fd: Fd, cap: usize) -> Result<Vec<u8>, Io
     complete_read(&c, &mut buf)?;
     Ok(buf)
 }
+
+/// Close `peer` with a reset (SO_LINGER {on, 0}) instead of a FIN.
+pub fn reset(peer: std::net::TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: valid socket, option pointer and length of a `linger`.
+    let rc = unsafe {
+        libc::setsockopt(
+            peer.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0);
+    drop(peer);
+}

@@ -1,16 +1,20 @@
 //! A socket owned by one core: its descriptor and the core's I/O handle, with the operations
 //! every TCP type shares. The stream, its halves and the listener wrap it.
 
+use std::any::Any;
 use std::cell::RefCell;
 use std::future::poll_fn;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use seastar_hal::buf::{IoBuf, IoBufMut};
-use seastar_hal::io::{complete_read, Op, RecvStream, Shutdown, POOL_HOLD_LIMIT};
+use seastar_hal::io::{
+    complete_read, IoDriver, Op, RecvStream, SendBuf, SendBufs, SendStatus, Shutdown,
+};
 
 use crate::buf::{RecvBuf, Slice};
 use crate::error::to_io;
@@ -27,63 +31,11 @@ pub(crate) struct Socket {
     fd: OwnedFd,
     io: CoreIo,
     recv: RefCell<RecvState>,
-    behind: RefCell<WriteBehind>,
-}
-
-/// The send of [`Socket::write_behind`] still in flight, and what a finished one left to
-/// report. At most one is in flight, so bytes go out in the order they were handed over and
-/// the bytes in flight are bounded by one call's buffers.
-#[derive(Debug, Default)]
-struct WriteBehind {
-    send: Option<Box<dyn PendingSend>>,
-    /// A task waits for `send` with its own waker (`flush`, or a `write_behind` behind it):
-    /// the no-op polls of other operations must not replace that waker.
-    waited: bool,
-    /// Why a finished send failed; reported (once) by the socket's next operation.
-    error: Option<io::Error>,
-    /// Pool buffers ([`RecvBuf`]s) the send in flight holds: they count towards this socket's
-    /// pooled receive's hold limit until the send is reaped.
-    pool_bufs: usize,
-}
-
-/// A send in flight whose buffers are dropped when it finishes.
-trait PendingSend: std::fmt::Debug {
-    /// `Ready(Ok)` once every byte went out.
-    fn poll_sent(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
-}
-
-/// An [`Op`] sending `len` bytes (one buffer, or a gather of several).
-struct SendOp<T: 'static> {
-    op: Op<T, CoreIo>,
-    len: usize,
-}
-
-impl<T: 'static> std::fmt::Debug for SendOp<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SendOp")
-            .field("op", &self.op.id())
-            .field("len", &self.len)
-            .finish()
-    }
-}
-
-impl<T: 'static> PendingSend for SendOp<T> {
-    fn poll_sent(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let (c, bufs) = std::task::ready!(self.op.poll_complete(cx));
-        drop(bufs);
-        Poll::Ready(match c.result {
-            Ok(n) if n as usize >= self.len => Ok(()),
-            // The platform sends stream bytes whole unless the connection fails.
-            Ok(n) => Err(io::Error::new(
-                io::ErrorKind::WriteZero,
-                format!(
-                    "the connection took {n} of {} bytes of a write-behind send",
-                    self.len
-                ),
-            )),
-            Err(e) => Err(to_io(e)),
-        })
-    }
+    /// The write-behind sends: detached sends of the driver, which owns their buffers and
+    /// tells this status when one finishes. At most one is in flight per socket, so bytes go
+    /// out in the order they were handed over and the bytes in flight are bounded by one
+    /// call's buffers; a failure waits here for the socket's next operation.
+    behind: Rc<SendStatus>,
 }
 
 /// The pooled receive of [`Socket::poll_recv`]: armed by the first `recv()`, kept across
@@ -98,11 +50,11 @@ struct RecvState {
 impl Drop for Socket {
     fn drop(&mut self) {
         // Cancel the pooled receive first, so its cancel reaches the platform (the flush in
-        // `before_close`) while the descriptor still names this socket.
+        // `before_close`) while the descriptor still names this socket. A write-behind send
+        // still in flight is the driver's (the stream lingers for it while a task can wait:
+        // see `TcpStream`'s drop): io_uring finishes it on its own reference to the socket,
+        // mio fails it when the descriptor is released.
         drop(self.recv.get_mut().stream.take());
-        // A write-behind send still here is cancelled (the stream lingers for it only while a
-        // task can wait: see `TcpStream`'s drop), also before the descriptor goes.
-        drop(self.behind.get_mut().send.take());
         self.io.before_close(self.fd.as_raw_fd());
         // `fd` (an `OwnedFd`) closes itself when the fields drop, right after this.
     }
@@ -114,144 +66,89 @@ impl Socket {
             fd,
             io,
             recv: RefCell::new(RecvState::default()),
-            behind: RefCell::new(WriteBehind::default()),
+            behind: Rc::new(SendStatus::default()),
         }
     }
 
     /// Wait until no write-behind send is in flight; the error of one that failed (once).
     pub(crate) fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.poll_behind(cx, true)
+        std::task::ready!(self.behind.poll_idle(cx));
+        Poll::Ready(self.behind_error())
     }
 
-    /// [`poll_flush`](Self::poll_flush); `wakes`: `cx` wakes a task (not a no-op waker), which
-    /// the no-op polls of other operations must then leave registered.
-    fn poll_behind(&self, cx: &mut Context<'_>, wakes: bool) -> Poll<io::Result<()>> {
-        let mut st = self.behind.borrow_mut();
-        if let Some(send) = st.send.as_mut() {
-            match send.poll_sent(cx) {
-                Poll::Pending => {
-                    st.waited |= wakes;
-                    return Poll::Pending;
-                }
-                Poll::Ready(res) => {
-                    st.send = None;
-                    st.waited = false;
-                    st.pool_bufs = 0;
-                    if let Err(e) = res {
-                        st.error.get_or_insert(e);
-                    }
-                }
-            }
-        }
-        match st.error.take() {
-            Some(e) => Poll::Ready(Err(e)),
-            None => Poll::Ready(Ok(())),
-        }
-    }
-
-    /// Take a finished write-behind send's outcome without waiting and without asking to be
-    /// woken (its buffers go back now): the send completing wakes nobody, which is the point
-    /// of write-behind. `Err` if one failed.
-    fn reap_behind(&self) -> io::Result<()> {
-        let idle = self.behind.try_borrow().map_or(true, |st| {
-            st.waited || (st.send.is_none() && st.error.is_none())
-        });
-        if idle {
-            return Ok(());
-        }
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        match self.poll_behind(&mut cx, false) {
-            Poll::Ready(res) => res,
-            Poll::Pending => Ok(()),
-        }
-    }
-
-    /// Before `recv` polls its receive: if the write-behind send in flight holds more pool
-    /// buffers than half the hold limit, the pooled receive may be paused until they come
-    /// back, and only reaping the send gives them back, so the task must be woken when the
-    /// send finishes (otherwise its completion wakes nobody, which is what write-behind is
-    /// for). Once it watches, every later `recv` polls the send with its own waker too.
-    /// `Err`: the send failed.
-    fn watch_behind(&self, cx: &mut Context<'_>) -> io::Result<()> {
-        let resume_at = (POOL_HOLD_LIMIT / 2) as usize;
-        let watch = self
-            .behind
-            .try_borrow()
-            .is_ok_and(|st| st.send.is_some() && (st.waited || st.pool_bufs > resume_at));
-        if !watch {
-            return Ok(());
-        }
-        match self.poll_behind(cx, true) {
-            Poll::Ready(res) => res,
-            Poll::Pending => Ok(()),
+    /// The failure of a finished write-behind send, reported once, without waiting.
+    fn behind_error(&self) -> io::Result<()> {
+        match self.behind.take_error() {
+            Some(e) => Err(to_io(e)),
+            None => Ok(()),
         }
     }
 
     /// Wait for every write-behind send to finish.
     pub(crate) async fn flush(&self) -> io::Result<()> {
+        if self.behind.in_flight() == 0 {
+            return self.behind_error();
+        }
         poll_fn(|cx| self.poll_flush(cx)).await
     }
 
     /// Whether a write-behind send is in flight.
     pub(crate) fn sending_behind(&self) -> bool {
-        self.behind
-            .try_borrow()
-            .map_or(true, |st| st.send.is_some())
+        self.behind.in_flight() > 0
     }
 
     /// Start sending `buf`'s initialised bytes and return without waiting for the send to
     /// finish; waits only for the previous write-behind send (one in flight per socket).
     pub(crate) async fn write_behind<B: IoBuf>(&self, buf: B) -> io::Result<()> {
         self.flush().await?;
-        let len = buf.bytes_init();
-        if len == 0 {
+        let buf = send_buf(buf);
+        if buf.is_empty() {
             return Ok(());
         }
-        let op = Op::send_whole(self.io.clone(), self.raw(), buf).map_err(|(e, _)| to_io(e))?;
-        self.set_behind(SendOp { op, len }, usize::from(is_pool_buffer::<B>()));
-        Ok(())
+        self.send_behind(SendBufs::One(buf))
     }
 
-    /// Make `send` the write-behind send in flight; it holds `pool_bufs` pool buffers.
-    fn set_behind<T: 'static>(&self, send: SendOp<T>, pool_bufs: usize) {
-        let mut st = self.behind.borrow_mut();
-        st.send = Some(Box::new(send));
-        st.pool_bufs = pool_bufs;
+    /// Hand `bufs` to the driver as the write-behind send in flight.
+    fn send_behind(&self, bufs: SendBufs) -> io::Result<()> {
+        self.io
+            .send_detached(self.raw(), bufs, &self.behind)
+            .map_err(to_io)
     }
 
     /// [`write_behind`](Self::write_behind) of several buffers, in order, as one gather send
     /// per [`IOV_MAX`] buffers.
-    pub(crate) async fn writev_behind<B: IoBuf>(&self, mut bufs: Vec<B>) -> io::Result<()> {
-        bufs.retain(|b| b.bytes_init() > 0);
-        while !bufs.is_empty() {
-            let rest = if bufs.len() > IOV_MAX {
-                bufs.split_off(IOV_MAX)
-            } else {
-                Vec::new()
-            };
+    pub(crate) async fn writev_behind<B: IoBuf>(&self, bufs: Vec<B>) -> io::Result<()> {
+        let mut left = bufs.len();
+        let mut bufs = bufs.into_iter();
+        while left > 0 {
             self.flush().await?;
-            let len = bufs.iter().map(IoBuf::bytes_init).sum();
-            let pool_bufs = if is_pool_buffer::<B>() { bufs.len() } else { 0 };
-            let op =
-                Op::writev_whole(self.io.clone(), self.raw(), bufs).map_err(|(e, _)| to_io(e))?;
-            self.set_behind(SendOp { op, len }, pool_bufs);
-            bufs = rest;
+            let take = left.min(IOV_MAX);
+            left -= take;
+            // The last finished gather's list, sized up front: usually no allocation.
+            let mut batch = self.behind.take_spare();
+            batch.reserve(take);
+            batch.extend(
+                bufs.by_ref()
+                    .take(take)
+                    .filter(|b| b.bytes_init() > 0)
+                    .map(send_buf),
+            );
+            if !batch.is_empty() {
+                self.send_behind(SendBufs::Gather(batch))?;
+            }
         }
         Ok(())
     }
 
     /// The next bytes received into the core's pool; `None` at end of stream.
     pub(crate) async fn recv(&self) -> io::Result<Option<RecvBuf>> {
-        poll_fn(|cx| {
-            // Only here: `try_recv` polls with a waker that wakes nobody.
-            self.watch_behind(cx)?;
-            self.poll_recv(cx)
-        })
-        .await
+        poll_fn(|cx| self.poll_recv(cx)).await
     }
 
     pub(crate) fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<io::Result<Option<RecvBuf>>> {
-        self.reap_behind()?;
+        if self.behind.has_error() {
+            return Poll::Ready(self.behind_error().map(|()| None));
+        }
         let mut guard = self.recv.borrow_mut();
         let st = &mut *guard;
         if st.stream.is_none() {
@@ -497,9 +394,33 @@ impl Socket {
     }
 }
 
-/// Whether `B` is a buffer of the core's receive pool (what `recv` hands out).
-fn is_pool_buffer<B: 'static>() -> bool {
-    std::any::TypeId::of::<B>() == std::any::TypeId::of::<RecvBuf>()
+/// `buf` as bytes the driver owns for a detached send: pool buffers, `Vec`s and static bytes
+/// as they are (no allocation), any other buffer boxed.
+fn send_buf<B: IoBuf>(buf: B) -> SendBuf {
+    let mut slot = Some(buf);
+    let any: &mut dyn Any = &mut slot;
+    if let Some(b) = any.downcast_mut::<Option<RecvBuf>>().and_then(Option::take) {
+        return b.into_pooled().into_send_buf();
+    }
+    if let Some(v) = any.downcast_mut::<Option<Vec<u8>>>().and_then(Option::take) {
+        return SendBuf::from_vec(v);
+    }
+    if let Some(s) = any
+        .downcast_mut::<Option<&'static [u8]>>()
+        .and_then(Option::take)
+    {
+        return SendBuf::from_static(s);
+    }
+    if let Some(s) = any
+        .downcast_mut::<Option<&'static str>>()
+        .and_then(Option::take)
+    {
+        return SendBuf::from_static(s.as_bytes());
+    }
+    match slot {
+        Some(b) => SendBuf::boxed(b),
+        None => SendBuf::from_static(&[]),
+    }
 }
 
 fn write_zero() -> io::Error {

@@ -132,9 +132,10 @@ impl TcpStream {
     }
 
     /// Start sending all of `buf`'s initialised bytes and return without waiting for the
-    /// send to finish (write-behind): the buffer is dropped when it has gone out (a
-    /// [`RecvBuf`] then returns to the pool), and the finished send wakes nobody, which
-    /// saves a task poll per message on io_uring.
+    /// send to finish (write-behind): the platform's driver owns the buffer until it has gone
+    /// out and then drops it (a [`RecvBuf`] returns to the pool), and the finished send wakes
+    /// nobody, which saves a task poll per message. A [`RecvBuf`], a `Vec<u8>` or `'static`
+    /// bytes cost no allocation; other buffer types are boxed.
     ///
     /// At most one write-behind send is in flight per stream: a call waits for the previous
     /// one (that is the back-pressure). Bytes go out in call order, and every other write and
@@ -144,9 +145,8 @@ impl TcpStream {
     /// stream with a send in flight closes it only after that send finished.
     ///
     /// [`RecvBuf`]s in a send count towards the stream's receive hold limit (32 buffers,
-    /// resumed at 16) until the next stream operation after the send finished gives them back;
-    /// `recv` asks to be woken for that when the send holds more than 16. A task that also
-    /// keeps received buffers of its own while it waits in `recv` should `flush` first.
+    /// resumed at 16) until the send finished; the driver then gives them back (and resumes a
+    /// receive paused for them) by itself.
     ///
     /// ```no_run
     /// # async fn f(stream: seastar::net::TcpStream) -> std::io::Result<()> {
