@@ -3,7 +3,10 @@
 //! an empty closure `N` times, one at a time, while core 1 is idle (`idle`, the default) or
 //! keeps yielding (`busy`). `park` is `idle` without idle polling: every wait is a blocking
 //! park, so nothing spins and the total over `N` is the instructions of a round trip
-//! (start-up and shutdown aside: take the difference of two `N`).
+//! (start-up and shutdown aside: take the difference of two `N`). `spin` is `idle` with a
+//! 10 s idle-poll window and task quota, so that under valgrind (where time runs slowly) both cores spin
+//! as they do natively; the waiting is then all in `Executor::spin`, and a core's total
+//! minus that function's inclusive cost is its work.
 //!
 //! ```text
 //! cargo build --release -p seastar --example submit_cost
@@ -30,14 +33,27 @@ fn main() {
     };
     let mode = args.next();
     let busy = mode.as_deref() == Some("busy");
+    let spin = mode.as_deref() == Some("spin");
     let mut builder = Runtime::builder().cores(2).pin(false).backend(Backend::Mio);
-    if mode.as_deref() == Some("park") {
-        builder = builder.smp_idle_poll(Duration::ZERO);
+    match mode.as_deref() {
+        Some("park") => builder = builder.smp_idle_poll(Duration::ZERO),
+        // Under valgrind time runs many times slower: a long window keeps both cores
+        // spinning, as they do natively, instead of parking when the default window ends.
+        // The quota too: a park is due once per quota even while work keeps coming.
+        Some("spin") => {
+            builder = builder
+                .smp_idle_poll(Duration::from_secs(10))
+                .task_quota(Duration::from_secs(10));
+        }
+        _ => {}
     }
     let rt = match builder.build() {
         Ok(rt) => rt,
         Err(e) => panic!("cannot start a seastar runtime: {e}"),
     };
+    // How often an idle core 1 looks at `done`: rarely when it spins, so that its own
+    // timer does not show in the count.
+    let nap = Duration::from_millis(if spin { 200 } else { 5 });
     let done = Arc::new(AtomicBool::new(false));
     let out = rt.run_on_all(|core| {
         let done = done.clone();
@@ -55,7 +71,7 @@ fn main() {
                     if busy {
                         seastar::task::yield_now().await;
                     } else {
-                        seastar::time::sleep(Duration::from_millis(5)).await;
+                        seastar::time::sleep(nap).await;
                     }
                 }
             }

@@ -20,9 +20,10 @@
 //!
 //! The spin is bounded by the window on the platform's clock and by a round count (one round
 //! per [`ROUND_NS`] of window), so it ends under a virtual clock too. Each round looks at
-//! the incoming rings and the root future; every [`FLUSH_EVERY`] rounds at wakes from other
-//! threads and, through [`Platform::flush`], completions the platform can collect without a
-//! system call; every [`CLOCK_EVERY`] rounds at the clock and the timers.
+//! the incoming rings for messages and at the root future; every [`FLUSH_EVERY`] rounds at
+//! the rings' other news (space for overflow, a dead peer), wakes from other threads and,
+//! through [`Platform::flush`], completions the platform can collect without a system call;
+//! every [`CLOCK_EVERY`] rounds at the clock and the timers.
 //! While I/O is in flight, a non-blocking `park` every [`IO_POLL_EVERY`] collects the
 //! completions that need a system call, so spinning delays I/O by at most that much.
 //!
@@ -67,8 +68,8 @@ pub(super) const ROUND_NS: u64 = 16;
 const IO_POLL_EVERY: Duration = Duration::from_micros(20);
 /// Rounds between two clock (and timer) reads.
 const CLOCK_EVERY: u32 = 16;
-/// Rounds between two looks at the remote queue (it takes a lock) and [`Platform::flush`]
-/// calls (completions visible without a system call).
+/// Rounds between two looks at the rings' news other than messages, the remote queue and
+/// [`Platform::flush`] calls (completions visible without a system call).
 const FLUSH_EVERY: u32 = 4;
 
 /// What the loop remembers between idle periods.
@@ -112,19 +113,47 @@ impl<P: Platform + 'static> Executor<P> {
         let max_rounds = (window_ns / ROUND_NS).max(1);
         let next_timer = core.next_timer();
         Stats::bump(&core.stats.idle_spins, 1);
+        let (found, now) = self.spin(state, root_woken, smp, start, end, max_rounds, next_timer);
+        if !found {
+            return false;
+        }
+        Stats::bump(&core.stats.idle_spin_hits, 1);
+        // Skip the park unless none happened for a whole task quota (I/O that needs a
+        // system call to be collected must not wait behind a stream of messages). `now` is
+        // at most `CLOCK_EVERY` rounds old.
+        now.saturating_duration_since(state.last_park) < self.config.task_quota
+    }
+
+    /// The spin itself: returns whether work showed up and the latest clock reading. Not
+    /// inlined, so that a profile tells the waiting (this function) from the work around it.
+    #[inline(never)]
+    #[allow(clippy::too_many_arguments)]
+    fn spin(
+        &self,
+        state: &mut IdleState,
+        root_woken: &AtomicBool,
+        smp: Option<&CoreSmp>,
+        start: Instant,
+        end: Instant,
+        max_rounds: u64,
+        next_timer: Option<Instant>,
+    ) -> (bool, Instant) {
+        let core = &self.core;
         let mut last_io_poll = start;
         let mut rounds: u64 = 0;
         let mut now = start;
         let found = loop {
-            // The rings first: the cheapest check (one load per peer) and the likeliest.
-            if smp.is_some_and(|s| s.has_work()) || root_woken.load(Ordering::Acquire) {
+            // Messages first: the cheapest check (one load per peer) and the likeliest, so
+            // a round is short and a message is seen soon after it lands.
+            if smp.is_some_and(|s| s.has_messages()) || root_woken.load(Ordering::Acquire) {
                 break true;
             }
             rounds += 1;
             if rounds % u64::from(FLUSH_EVERY) == 0 {
-                // Wakes from other threads (a lock), then queued I/O: `flush` submits it and
-                // may complete ops (waking their tasks) without a system call.
-                if core.remote_pending() {
+                // The rest of the rings' news (room for overflow, a dead peer owing replies),
+                // wakes from other threads, then queued I/O: `flush` submits it and may
+                // complete ops (waking their tasks) without a system call.
+                if smp.is_some_and(|s| s.has_work()) || core.remote_pending() {
                     break true;
                 }
                 self.platform.flush();
@@ -157,13 +186,6 @@ impl<P: Platform + 'static> Executor<P> {
             }
             core::hint::spin_loop();
         };
-        if !found {
-            return false;
-        }
-        Stats::bump(&core.stats.idle_spin_hits, 1);
-        // Skip the park unless none happened for a whole task quota (I/O that needs a
-        // system call to be collected must not wait behind a stream of messages). `now` is
-        // at most `CLOCK_EVERY` rounds old.
-        now.saturating_duration_since(state.last_park) < self.config.task_quota
+        (found, now)
     }
 }

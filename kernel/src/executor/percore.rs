@@ -17,7 +17,7 @@ use seastar_hal::{Instant, PollInfo, StallWatch, Unpark};
 
 use super::stats::{StallReport, Stats};
 use crate::sched::{self, SchedError, Scheduler, SchedulingGroup, PREEMPT_CHECK_INTERVAL};
-use crate::task::raw::{state, NewTask, TaskRef};
+use crate::task::raw::{state, CellCache, NewTask, TaskRef};
 use crate::task::JoinHandle;
 use crate::time::wheel::TimerWheel;
 
@@ -158,6 +158,13 @@ impl Registry {
     }
 }
 
+/// Whether a task being polled is in the core's registry (see `Core::spawn_and_poll`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Registered {
+    Yes,
+    No,
+}
+
 pub(crate) struct Core {
     id: u64,
     /// The run queues, one per scheduling group, and the choice of the next task.
@@ -194,6 +201,9 @@ pub(crate) struct Core {
     pub(crate) stats: Stats,
     /// Cross-core messaging, once an endpoint is attached (`Executor::attach_smp`).
     smp: RefCell<Option<Rc<crate::smp::CoreSmp>>>,
+    /// Memory of finished tasks, for the next ones. Declared last: dropped after
+    /// everything that may still hold a task.
+    cells: CellCache,
 }
 
 impl Core {
@@ -223,6 +233,7 @@ impl Core {
             next_task_id: Cell::new(1),
             stats: Stats::default(),
             smp: RefCell::new(None),
+            cells: CellCache::default(),
         }
     }
 
@@ -236,6 +247,11 @@ impl Core {
 
     pub(crate) fn remote(&self) -> &Arc<RemoteQueue> {
         &self.remote
+    }
+
+    /// This core's recycled task cells.
+    pub(crate) fn cells(&self) -> &CellCache {
+        &self.cells
     }
 
     /// This core's cross-core messaging state, if attached.
@@ -267,18 +283,25 @@ impl Core {
     /// charged, watched and stall-checked like any other. With tasks waiting (or inside a
     /// poll) it is queued like any spawn: polling it first would put it ahead of them,
     /// whatever their groups' shares.
+    ///
+    /// The task polled right away has no `JoinHandle` and enters the registry only if its
+    /// first poll leaves it pending: work that is ready at once costs a (recycled) cell and
+    /// no registry or reference-count traffic beyond the cell's own.
     pub(crate) fn spawn_and_poll<F>(&self, future: F)
     where
         F: Future + 'static,
     {
-        let (handle, task) = self.create_task(None, None, future);
-        drop(handle);
         if self.polling.get() || self.run_queue_len() > 0 {
+            let (handle, task) = self.create_task(None, None, future);
+            drop(handle);
             self.schedule(task);
             return;
         }
-        let group = task.header().group;
-        self.poll_task(group, task, self.clock_mark.get());
+        let group = self.running_group.get();
+        // One reference: the poll's; it moves into the registry if the task stays pending.
+        let [task] = self.new_task(future, None, group);
+        task.header().state.set(state::DETACHED);
+        self.poll_task(group, task, self.clock_mark.get(), Registered::No);
     }
 
     /// A new task in the registry, its handle, and the reference for the run queue.
@@ -303,24 +326,38 @@ impl Core {
             }
             None => self.running_group.get(),
         };
+        // Three references: the registry's, the handle's and the run queue's.
+        let [registered, handled, task] = self.new_task(future, name, group);
+        self.registry.borrow_mut().insert(registered);
+        (JoinHandle::new(handled), task)
+    }
+
+    /// A new task of this core with `N` references, counted as spawned.
+    fn new_task<F, const N: usize>(
+        &self,
+        future: F,
+        name: Option<Cow<'static, str>>,
+        group: u32,
+    ) -> [TaskRef; N]
+    where
+        F: Future + 'static,
+    {
         let id = self.next_task_id.get();
         self.next_task_id.set(id + 1);
-        // Three references: the registry's, the handle's and the run queue's.
-        let [registered, handled, task] = TaskRef::new(
+        self.stats
+            .tasks_spawned
+            .set(self.stats.tasks_spawned.get() + 1);
+        TaskRef::new(
             future,
             NewTask {
                 owner: self.id,
                 remote: &self.remote,
+                cells: &self.cells,
                 id,
                 name,
                 group,
             },
-        );
-        self.registry.borrow_mut().insert(registered);
-        self.stats
-            .tasks_spawned
-            .set(self.stats.tasks_spawned.get() + 1);
-        (JoinHandle::new(handled), task)
+        )
     }
 
     /// Put a task on the run queue unless it is already there or finished. Owner thread.
@@ -436,6 +473,13 @@ impl Core {
 
     /// Fire due timers. Returns how many fired.
     pub(crate) fn fire_timers(&self, now: Instant) -> usize {
+        // The loop calls this every iteration; most find nothing due (a message round trip
+        // is far shorter than a timer tick), and the earliest deadline says so in a few
+        // instructions. Skipping `expire` then is what a busy batch does anyway: the wheel
+        // catches up at the next call.
+        if self.next_timer().is_none_or(|t| t > now) {
+            return 0;
+        }
         let mut expired = self.expired.borrow_mut();
         self.timers
             .borrow_mut()
@@ -457,13 +501,20 @@ impl Core {
     /// the poll ended (the next one's start), or `None` if no task was ready.
     pub(crate) fn run_one(&self, start: Instant) -> Option<Instant> {
         let (group, task) = self.sched.borrow_mut().pop()?;
-        Some(self.poll_task(group, task, start))
+        Some(self.poll_task(group, task, start, Registered::Yes))
     }
 
     /// Poll `task` of `group` (just taken off the run queue, or never queued), which starts
     /// at `start`. Charges the poll's time to the group and reports it if it reached the stall
-    /// threshold. Returns when the poll ended.
-    fn poll_task(&self, group: u32, task: TaskRef, start: Instant) -> Instant {
+    /// threshold. An unregistered task that stays pending is registered (with `task`, the
+    /// reference of the poll). Returns when the poll ended.
+    fn poll_task(
+        &self,
+        group: u32,
+        task: TaskRef,
+        start: Instant,
+        registered: Registered,
+    ) -> Instant {
         let h = task.header();
         let s = h.state.get() & !state::SCHEDULED;
         h.state.set(s);
@@ -510,6 +561,9 @@ impl Core {
             self.finish(&task);
         } else if s & state::CANCEL_REQUESTED != 0 {
             self.cancel(&task);
+        } else if registered == Registered::No {
+            // From now on it is a task like any other: shutdown must find it.
+            self.registry.borrow_mut().insert(task);
         }
         end
     }

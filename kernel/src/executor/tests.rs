@@ -529,3 +529,145 @@ fn a_busy_core_parks_the_platform_only_with_io_in_flight() {
         }
     }
 }
+
+/// The number of free task cells the current core keeps.
+fn cached_cells() -> usize {
+    super::context::with_current(|c| c.cells().len()).expect("running")
+}
+
+/// A finished task's cell goes back to its core and the next task of its size class takes
+/// it; cells too large for any class, cells beyond a class's cap, and cells whose last
+/// reference dies on another thread go back to the allocator (Miri checks that none leaks
+/// or is freed twice).
+#[test]
+fn task_cells_are_recycled_by_their_core() {
+    let out = exec().block_on(async {
+        assert_eq!(cached_cells(), 0);
+        assert_eq!(spawn(async { 1u8 }).await, Ok(1));
+        assert_eq!(cached_cells(), 1, "the finished task's cell is kept");
+        let h = spawn(async { 2u8 });
+        assert_eq!(cached_cells(), 0, "and taken by the next task");
+        assert_eq!(h.await, Ok(2));
+        assert_eq!(cached_cells(), 1);
+        // Too large for any class: never kept.
+        let big = [7u8; 4096];
+        assert_eq!(spawn(async move { big[100] }).await, Ok(7));
+        assert_eq!(cached_cells(), 1);
+        // The last reference dies on another thread: freed there, not kept.
+        let (tx, rx) = std::sync::mpsc::channel::<Waker>();
+        let keep_waker = poll_fn(move |cx| {
+            let _ = tx.send(cx.waker().clone());
+            Poll::Ready(3u8)
+        });
+        let h = spawn(keep_waker);
+        assert_eq!(cached_cells(), 0);
+        assert_eq!(h.await, Ok(3));
+        assert_eq!(cached_cells(), 0, "a waker still holds the cell");
+        std::thread::spawn(move || drop(rx.recv()))
+            .join()
+            .expect("thread");
+        assert_eq!(cached_cells(), 0);
+        // A burst: its class keeps at most its cap.
+        let n = crate::task::raw::CELLS_PER_CLASS + 8;
+        let hs: Vec<_> = (0..n).map(|i| spawn(async move { i })).collect();
+        for (i, h) in hs.into_iter().enumerate() {
+            assert_eq!(h.await, Ok(i));
+        }
+        cached_cells()
+    });
+    assert_eq!(out, Ok(crate::task::raw::CELLS_PER_CLASS));
+}
+
+mod cell_cache_model {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::sync::oneshot;
+
+    /// Tasks of three sizes, each in its own size class (the padding differs by two classes),
+    /// and one too large for any.
+    const PADS: [usize; 4] = [0, 128, 256, 2048];
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Spawn(usize),
+        Finish(usize),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0..PADS.len()).prop_map(Op::Spawn),
+            any::<usize>().prop_map(Op::Finish),
+        ]
+    }
+
+    fn config() -> ProptestConfig {
+        ProptestConfig {
+            cases: if cfg!(miri) { 4 } else { 128 },
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        }
+    }
+
+    /// A task `PAD` bytes larger than the smallest that finishes when told.
+    fn waiting<const PAD: usize>(
+        rx: oneshot::Receiver<u8>,
+    ) -> task::JoinHandle<Result<u8, oneshot::RecvError>> {
+        let pad = [1u8; PAD];
+        spawn(async move {
+            let v = rx.await;
+            // Held across the await, so it is part of the future.
+            core::hint::black_box(&pad);
+            v.map(|v| v + 1)
+        })
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+        /// The core's cache against a model: a spawn takes a kept cell of its class if there
+        /// is one, a finished task gives its cell back (below the cap, which this never
+        /// reaches), and a task too large for any class never touches the cache.
+        #[test]
+        fn cached_cells_follow_the_model(
+            ops in proptest::collection::vec(op(), 0..if cfg!(miri) { 12 } else { 60 }),
+        ) {
+            let out = exec().block_on(async move {
+                let mut model = [0usize; PADS.len()];
+                let mut live = Vec::new();
+                for op in ops {
+                    match op {
+                        Op::Spawn(kind) => {
+                            let (tx, rx) = oneshot::channel();
+                            let h = match kind {
+                                0 => waiting::<{ PADS[0] }>(rx),
+                                1 => waiting::<{ PADS[1] }>(rx),
+                                2 => waiting::<{ PADS[2] }>(rx),
+                                _ => waiting::<{ PADS[3] }>(rx),
+                            };
+                            if kind < 3 {
+                                model[kind] = model[kind].saturating_sub(1);
+                            }
+                            live.push((kind, tx, h));
+                        }
+                        Op::Finish(i) if !live.is_empty() => {
+                            let (kind, tx, h) = live.remove(i % live.len());
+                            let _ = tx.send(1);
+                            if h.await != Ok(Ok(2)) {
+                                return Err("the task's output");
+                            }
+                            if kind < 3 {
+                                model[kind] += 1;
+                            }
+                        }
+                        Op::Finish(_) => {}
+                    }
+                    if cached_cells() != model.iter().sum::<usize>() {
+                        return Err("cached cells differ from the model");
+                    }
+                }
+                Ok(())
+            });
+            prop_assert_eq!(out, Ok(Ok(())));
+        }
+    }
+}

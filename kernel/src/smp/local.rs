@@ -171,6 +171,11 @@ pub(crate) struct CoreSmp {
     services: RefCell<BTreeMap<usize, Rc<dyn Any>>>,
     counters: Counters,
     shut: Cell<bool>,
+    /// Messages were pushed into a ring since the last `flush_all`.
+    unpublished: Cell<bool>,
+    /// Slots of an incoming ring were released since the last `flush_all` (its producer may
+    /// wait for the space). Without either flag `flush_all` has nothing to do.
+    unreported: Cell<bool>,
 }
 
 impl CoreSmp {
@@ -199,6 +204,8 @@ impl CoreSmp {
             services: RefCell::new(BTreeMap::new()),
             counters: Counters::default(),
             shut: Cell::new(false),
+            unpublished: Cell::new(false),
+            unreported: Cell::new(false),
         }
         // `endpoint` drops here with empty link vectors: nothing to close.
     }
@@ -399,7 +406,10 @@ impl CoreSmp {
         // Behind older overflow, to keep the pair's order.
         let msg = if overflow.is_empty() {
             match ring.push(msg) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    self.unpublished.set(true);
+                    return Ok(());
+                }
                 Err(m) => m,
             }
         } else {
@@ -435,7 +445,13 @@ impl CoreSmp {
         }
         self.retry_overflow();
         self.check_dead_peers();
-        self.flush_all();
+        // Publish what the work that just ran sent (its replies). Released slots alone wait
+        // for the next flush of this loop iteration (the idle poll's or the park's, before
+        // this core can sleep), so a caller that took in a reply fences once, when it
+        // publishes its next request, not twice.
+        if self.unpublished.get() {
+            self.flush_all();
+        }
     }
 
     /// Take up to `budget` messages from core `j`'s ring and act on them.
@@ -461,12 +477,16 @@ impl CoreSmp {
                 rx.release_slots();
                 // `flush_all` fences and then sees whether the peer waits for this space.
                 peer.released.set(true);
+                self.unreported.set(true);
             }
         }
     }
 
     /// Move overflow into rings that have room again; drop overflow for dead peers.
     fn retry_overflow(&self) {
+        if self.counters.overflow_queued.get() == 0 {
+            return;
+        }
         for peer in &self.peers {
             let mut overflow = peer.overflow.borrow_mut();
             if overflow.is_empty() {
@@ -483,7 +503,11 @@ impl CoreSmp {
                             break;
                         }
                     }
-                    before - overflow.len()
+                    let moved = before - overflow.len();
+                    if moved > 0 {
+                        self.unpublished.set(true);
+                    }
+                    moved
                 }
                 _ => {
                     let n = overflow.len();
@@ -520,6 +544,9 @@ impl CoreSmp {
     /// Publish every ring with new messages and wake the peers that may sleep: those this
     /// core published to, and those waiting for space this core released (`drain_from`).
     pub(crate) fn flush_all(&self) {
+        if !self.unpublished.replace(false) & !self.unreported.replace(false) {
+            return;
+        }
         let mut pending = false;
         for peer in &self.peers {
             if let Some(tx) = peer.tx.borrow_mut().as_mut() {
@@ -605,27 +632,37 @@ impl CoreSmp {
             .wrapping_add(self.counters.received.get())
     }
 
-    /// Anything that needs the loop: a message to read, room for overflow, a dead peer owing
-    /// replies.
-    pub(crate) fn has_work(&self) -> bool {
-        self.peers.iter().enumerate().any(|(j, peer)| {
-            if j == self.index {
-                return false;
-            }
-            if peer
-                .rx
+    /// Whether a peer published a message this core has not read: one load per peer. The
+    /// idle spin's check of every round.
+    pub(crate) fn has_messages(&self) -> bool {
+        // This core's own entry has no rings.
+        self.peers.iter().any(|peer| {
+            peer.rx
                 .borrow_mut()
                 .as_mut()
                 .is_some_and(|rx| rx.has_items())
-            {
-                return true;
+        })
+    }
+
+    /// Anything that needs the loop: a message to read, room for overflow, a dead peer owing
+    /// replies.
+    pub(crate) fn has_work(&self) -> bool {
+        if self.has_messages() {
+            return true;
+        }
+        let overflowing = self.counters.overflow_queued.get() > 0;
+        self.peers.iter().any(|peer| {
+            let owed = peer.awaiting.get() > 0 && !peer.dead.get();
+            let waiting = overflowing && !peer.overflow.borrow().is_empty();
+            if !owed && !waiting {
+                return false;
             }
             let mut tx = peer.tx.borrow_mut();
             let Some(tx) = tx.as_mut() else { return false };
-            if !peer.overflow.borrow().is_empty() && (tx.has_space() || tx.is_closed()) {
+            if tx.is_closed() {
                 return true;
             }
-            !peer.dead.get() && peer.awaiting.get() > 0 && tx.is_closed()
+            waiting && tx.has_space()
         })
     }
 

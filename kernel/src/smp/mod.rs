@@ -22,8 +22,9 @@
 //! other tasks wait to run, polls it right there, as the message is taken from the ring: work
 //! that is ready at once is answered within the same loop iteration), or a reply (a
 //! reply id plus the `Result<T, SmpError>`). Both are type-erased "parcels" stored inline in
-//! the 64-byte ring slot when they fit (`ring::parcel`; 40 bytes), boxed otherwise, so a
-//! round trip allocates only the target's task. The caller's core keeps a slab of pending
+//! the 64-byte ring slot when they fit (`ring::parcel`; 40 bytes), boxed otherwise, and the
+//! target's task takes a recycled cell of its core (`task::raw::CellCache`), so a warm round
+//! trip allocates nothing. The caller's core keeps a slab of pending
 //! replies (id → waker + result). Nothing `!Send` ever crosses a core: the reply is
 //! matched to its slot by the receiving core itself, which then wakes its own task.
 //! Messages from one core to another arrive in the order they were sent (overflow included);
@@ -34,7 +35,9 @@
 //! Each executor iteration drains every incoming ring (bounded per ring by its capacity),
 //! retries the overflow queues, and publishes what its tasks pushed (batched: a ring's new
 //! slots are stamped once per iteration, or every `batch` messages; see `ring.rs`), with one
-//! `SeqCst` fence for the drained rings' releases and the publishes together. A core
+//! `SeqCst` fence for the drained rings' releases and the publishes together (a drain that
+//! sent nothing leaves its releases to the iteration's next flush, before any park: a
+//! caller taking in a reply fences once, when it publishes its next request). A core
 //! that goes idle after cross-core traffic first polls its rings for a while with its
 //! `sleeping` flag down (the executor's idle polling, `ExecutorConfig::smp_idle_poll`), so
 //! a reply or the next request usually finds it awake and costs no system call on either

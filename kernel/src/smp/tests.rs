@@ -611,6 +611,50 @@ fn work_from_another_core_is_polled_on_arrival() {
     );
 }
 
+std::thread_local! {
+    /// Core 1's end of a oneshot that work waiting on arrival awaits.
+    static PARKED: RefCell<Option<oneshot::Sender<u32>>> = const { RefCell::new(None) };
+}
+
+/// Work polled on arrival is a task that enters the core's registry only if it waits:
+/// work that is ready at once leaves nothing behind, work that waits is found there (by
+/// shutdown, and by `live_tasks`) and finishes through its waker like any task.
+#[test]
+fn work_that_waits_on_arrival_is_registered_and_ready_work_is_not() {
+    let (out, stats) = run_cores(2, small(), || async {
+        let live = || {
+            submit_to(1, || async {
+                crate::executor::stats().expect("running").live_tasks
+            })
+        };
+        let before = live().await.expect("core 1 alive");
+        let waiting = submit_to(1, || async {
+            let (tx, rx) = oneshot::channel();
+            PARKED.with(|p| *p.borrow_mut() = Some(tx));
+            rx.await.unwrap_or(0)
+        });
+        let during = live().await.expect("core 1 alive");
+        submit_to(1, || async {
+            let tx = PARKED.with(|p| p.borrow_mut().take()).expect("parked");
+            tx.send(9).expect("receiver waits");
+        })
+        .await
+        .expect("core 1 alive");
+        let got = waiting.await;
+        let after = live().await.expect("core 1 alive");
+        (before, during, got, after)
+    });
+    let (before, during, got, after) = out;
+    assert_eq!(got, Ok(9));
+    assert_eq!(during, before + 1, "the waiting work is a registered task");
+    assert_eq!(after, before, "finished work leaves no task behind");
+    assert_eq!(
+        stats[1].received,
+        5 + 1,
+        "five requests and the stop message"
+    );
+}
+
 /// Core 0's idle windows are long enough for any reply (bounded by rounds under the virtual
 /// clock, about a second of real spinning): each reply arrives while it spins, and it never
 /// sleeps while awaiting one. Core 1 parks at once, so every request rings its doorbell.
@@ -735,11 +779,12 @@ pub(crate) fn allocs_here() -> u64 {
     ALLOCS.with(Cell::get)
 }
 
-/// A warm `submit_to` round trip with a small closure and result allocates once: the target's
-/// task (its future and state). The request and the reply travel inline in the ring slots;
-/// the reply slab and the rings are reused. (Before: three — request box, task, reply box.)
+/// A warm `submit_to` round trip with a small closure and result allocates nothing: the
+/// request and the reply travel inline in the ring slots, the reply slab and the rings are
+/// reused, and the target's task takes a recycled cell from its core's cache. (Before: three
+/// — request box, task, reply box; then one, the task.)
 #[test]
-fn a_warm_round_trip_allocates_only_the_targets_task() {
+fn a_warm_round_trip_allocates_nothing() {
     assert!(
         core::mem::size_of::<Msg>() <= 64,
         "a message fits a cache line"
@@ -761,10 +806,10 @@ fn a_warm_round_trip_allocates_only_the_targets_task() {
     });
     let (here, there) = out;
     std::eprintln!("allocations for {n} round trips: caller {here}, target {there}");
-    // `there` includes the two probes' own tasks; each round trip spawns one task.
+    // `there` includes the second probe's own task (recycled too, once warm).
     assert_eq!(here, 0, "the caller allocates nothing per round trip");
     assert!(
-        there <= n + 2,
+        there <= 1,
         "{there} allocations on the target for {n} round trips"
     );
 }

@@ -19,10 +19,11 @@
 //! and `Send` fields remain to be freed.
 #![allow(unsafe_code)] // raw task pointers, the waker vtable and the type-erased stage
 
+use alloc::alloc::{alloc, dealloc, handle_alloc_error, Layout};
 use alloc::borrow::Cow;
-use alloc::boxed::Box;
 use alloc::sync::Arc;
-use core::cell::{Cell, UnsafeCell};
+use alloc::vec::Vec;
+use core::cell::{Cell, RefCell, UnsafeCell};
 use core::future::Future;
 use core::mem::ManuallyDrop;
 use core::pin::Pin;
@@ -107,6 +108,8 @@ unsafe impl Send for TaskRef {}
 pub(crate) struct NewTask<'a> {
     pub owner: u64,
     pub remote: &'a Arc<RemoteQueue>,
+    /// The owner core's recycled cells.
+    pub cells: &'a CellCache,
     pub id: u64,
     pub name: Option<Cow<'static, str>>,
     pub group: u32,
@@ -120,7 +123,7 @@ impl TaskRef {
         new: NewTask<'_>,
     ) -> [TaskRef; N] {
         const { assert!(N >= 1) };
-        let cell = Box::new(TaskCell {
+        let cell = TaskCell {
             header: Header {
                 refs: AtomicUsize::new(N),
                 state: Cell::new(0),
@@ -134,8 +137,12 @@ impl TaskRef {
                 join_waker: Cell::new(None),
             },
             stage: UnsafeCell::new(Stage::Running(future)),
-        });
-        let ptr = NonNull::from(Box::leak(cell)).cast::<Header>();
+        };
+        let mem = new.cells.take::<F>();
+        // SAFETY: `mem` is fresh or recycled memory of `cell_layout::<F>()`, which has the
+        // size and alignment of a `TaskCell<F>` (or more), and nothing else refers to it.
+        unsafe { mem.cast::<TaskCell<F>>().as_ptr().write(cell) };
+        let ptr = mem.cast::<Header>();
         core::array::from_fn(|_| TaskRef { ptr })
     }
 
@@ -358,7 +365,7 @@ fn poll_catching_panics<F: Future>(
 }
 
 #[cfg(any(feature = "std", test))]
-fn panic_message(payload: &Box<dyn core::any::Any + Send>) -> alloc::string::String {
+fn panic_message(payload: &alloc::boxed::Box<dyn core::any::Any + Send>) -> alloc::string::String {
     use alloc::string::ToString;
     if let Some(s) = payload.downcast_ref::<&'static str>() {
         (*s).to_string()
@@ -401,6 +408,123 @@ unsafe fn take_output_fn<F: Future>(ptr: NonNull<Header>, dst: *mut ()) {
 }
 
 unsafe fn dealloc_fn<F: Future>(ptr: NonNull<Header>) {
-    // SAFETY: the last reference is gone; the cell was created by `Box::new` in `TaskRef::new`.
-    drop(unsafe { Box::from_raw(ptr.cast::<TaskCell<F>>().as_ptr()) });
+    // SAFETY: the last reference is gone, so the header is ours to read.
+    let owner = unsafe { ptr.as_ref() }.owner;
+    // SAFETY: the cell was written by `TaskRef::new` and nobody refers to it any more; it
+    // is dropped exactly once, here.
+    unsafe { core::ptr::drop_in_place(ptr.cast::<TaskCell<F>>().as_ptr()) };
+    let mem = ptr.cast::<u8>();
+    // On its owner core the memory goes back to the core's cache (`CellCache`); a cell
+    // whose last reference dies elsewhere, or after its core is gone, is freed.
+    let kept = context::with_current(|core| core.id() == owner && core.cells().give::<F>(mem));
+    if kept != Some(true) {
+        // SAFETY: `mem` was allocated with `cell_layout::<F>()` (`CellCache::take`) and is
+        // no longer used.
+        unsafe { dealloc(mem.as_ptr(), cell_layout::<F>()) };
+    }
+}
+
+/// Cells are recycled in size classes of this many bytes (and this alignment: one class
+/// never mixes alignments, and a task's header then starts a cache line).
+const CELL_CLASS_BYTES: usize = 64;
+/// Size classes recycled: cells up to `CELL_CLASSES * CELL_CLASS_BYTES` bytes. Larger (or
+/// more aligned) ones are allocated and freed each time.
+const CELL_CLASSES: usize = 8;
+/// Free cells a core keeps per class: enough for a burst of short tasks (cross-core
+/// requests polled on arrival, a connection's helpers), not a pool that only grows.
+pub(crate) const CELLS_PER_CLASS: usize = 64;
+
+/// The size class of `TaskCell<F>`, if its cells are recycled.
+const fn cell_class<F: Future>() -> Option<usize> {
+    let size = core::mem::size_of::<TaskCell<F>>();
+    let class = size.div_ceil(CELL_CLASS_BYTES);
+    if class == 0 || class > CELL_CLASSES || core::mem::align_of::<TaskCell<F>>() > CELL_CLASS_BYTES
+    {
+        None
+    } else {
+        Some(class - 1)
+    }
+}
+
+/// The layout a `TaskCell<F>` is allocated with: its size class's, or its own.
+fn cell_layout<F: Future>() -> Layout {
+    match cell_class::<F>() {
+        Some(class) => {
+            match Layout::from_size_align((class + 1) * CELL_CLASS_BYTES, CELL_CLASS_BYTES) {
+                Ok(l) => l,
+                // A power of two and a small multiple of it: always a valid layout.
+                Err(_) => Layout::new::<TaskCell<F>>(),
+            }
+        }
+        None => Layout::new::<TaskCell<F>>(),
+    }
+}
+
+/// A core's free task cells, by size class (see [`cell_class`]): spawning a task pops one
+/// and a finished task's last reference dropped on its core pushes it back, so the common
+/// short task costs no trip through the global allocator. Owner-thread only (a core's
+/// executor state); cells freed on other threads go to the global allocator.
+#[derive(Default)]
+pub(crate) struct CellCache {
+    free: [RefCell<Vec<NonNull<u8>>>; CELL_CLASSES],
+}
+
+impl CellCache {
+    /// Memory for a `TaskCell<F>`, of `cell_layout::<F>()`: recycled if there is some.
+    fn take<F: Future>(&self) -> NonNull<u8> {
+        if let Some(class) = cell_class::<F>() {
+            let recycled = self.free[class]
+                .try_borrow_mut()
+                .ok()
+                .and_then(|mut v| v.pop());
+            if let Some(mem) = recycled {
+                return mem;
+            }
+        }
+        let layout = cell_layout::<F>();
+        // SAFETY: a `TaskCell` is never zero-sized (its header is not).
+        let mem = unsafe { alloc(layout) };
+        match NonNull::new(mem) {
+            Some(mem) => mem,
+            None => handle_alloc_error(layout),
+        }
+    }
+
+    /// Keep the memory of a dropped `TaskCell<F>` for reuse. False if it is not kept (its
+    /// class is full, or cells of its size are not recycled): the caller frees it.
+    fn give<F: Future>(&self, mem: NonNull<u8>) -> bool {
+        let Some(class) = cell_class::<F>() else {
+            return false;
+        };
+        let Ok(mut free) = self.free[class].try_borrow_mut() else {
+            return false;
+        };
+        if free.len() >= CELLS_PER_CLASS {
+            return false;
+        }
+        free.push(mem);
+        true
+    }
+
+    /// Free cells kept, over all classes.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.free.iter().map(|f| f.borrow().len()).sum()
+    }
+}
+
+impl Drop for CellCache {
+    fn drop(&mut self) {
+        for (class, free) in self.free.iter_mut().enumerate() {
+            let size = (class + 1) * CELL_CLASS_BYTES;
+            let Ok(layout) = Layout::from_size_align(size, CELL_CLASS_BYTES) else {
+                continue;
+            };
+            for mem in free.get_mut().drain(..) {
+                // SAFETY: every cell in class `class` was allocated with this layout
+                // (`cell_layout`) and, being in the cache, is used by nobody.
+                unsafe { dealloc(mem.as_ptr(), layout) };
+            }
+        }
+    }
 }
