@@ -12,7 +12,9 @@
 //!   directly (`TimerWheel`), and through `sleep` futures (ours and tokio's, each boxed and
 //!   polled once to register, then dropped or awaited past their deadlines). The wheel alone
 //!   fires its timers with one `expire` far past them all; the sleeps, by the core's loop
-//!   after a 2 ms sleep, each polled right after its creation so that it registers.
+//!   after a 2 ms sleep, each polled right after its creation so that it registers, and
+//!   polled once more at the end, where each must be ready (tokio's runs `unconstrained`, or
+//!   its cooperative budget would answer `Pending` for all but 128 without doing the work).
 //! * `channel`: a bounded channel (capacity 1024), one producer task, the consumer awaiting;
 //!   per message.
 //! * `semaphore`: uncontended acquire of one unit and release.
@@ -23,12 +25,11 @@
 
 use std::future::Future;
 use std::hint::black_box;
-use std::pin::Pin;
-use std::task::{Context, Waker};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use seastar::{Backend, Runtime};
+use seastar_benches::timer_work;
 use seastar_kernel::time::wheel::TimerWheel;
 
 const TIMERS: u64 = 1_000_000;
@@ -160,62 +161,29 @@ fn yields(c: &mut Criterion) {
     g.finish();
 }
 
-/// Deadlines spread over [base + 1 s, base + 2 s) in a scrambled order.
-fn spread(i: u64) -> Duration {
-    Duration::from_nanos(1_000_000_000 + (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 34))
-}
-
-/// Poll every future once with a waker that does nothing (registers each timer).
-fn poll_once_all<F: Future + ?Sized>(futures: &mut [Pin<Box<F>>]) -> usize {
-    let mut cx = Context::from_waker(Waker::noop());
-    let mut ready = 0;
-    for f in futures.iter_mut() {
-        if f.as_mut().poll(&mut cx).is_ready() {
-            ready += 1;
-        }
-    }
-    ready
-}
-
-/// Poll a future once with a waker that does nothing (registers a timer), and hand it back.
-fn registered<F: Future + ?Sized>(mut future: Pin<Box<F>>) -> Pin<Box<F>> {
-    let mut cx = Context::from_waker(Waker::noop());
-    let _ = future.as_mut().poll(&mut cx);
-    future
-}
-
-/// `iters` times: create `TIMERS` sleeps with `sleep` (deadlines from [`spread`]), register
-/// each (one poll), drop them all; the total time.
+/// `iters` times: [`timer_work::insert_cancel`] of `TIMERS` sleeps made by `sleep`; the total
+/// time.
 fn insert_cancel_sleeps<S: Future>(iters: u64, sleep: impl Fn(Duration) -> S) -> Duration {
     let mut total = Duration::ZERO;
     for _ in 0..iters {
         let start = Instant::now();
-        let mut sleeps: Vec<Pin<Box<S>>> =
-            (0..TIMERS).map(|i| Box::pin(sleep(spread(i)))).collect();
-        black_box(poll_once_all(&mut sleeps));
-        drop(sleeps);
+        black_box(timer_work::insert_cancel(TIMERS, &sleep));
         total += start.elapsed();
     }
     total
 }
 
-/// `iters` times: create `TIMERS` sleeps with `sleep` (deadlines from `near`), each registered
-/// as soon as it is created, sleep 2 ms past them all, poll each once more (all ready); the
-/// total time.
-async fn insert_fire_sleeps<S: Future>(
-    iters: u64,
-    near: impl Fn(u64) -> Duration,
-    sleep: impl Fn(Duration) -> S,
-) -> Duration {
+/// `iters` times: [`timer_work::insert_fire`] of `TIMERS` sleeps made by `sleep`; the total
+/// time.
+async fn insert_fire_sleeps<S: Future>(iters: u64, sleep: impl Fn(Duration) -> S) -> Duration {
     let mut total = Duration::ZERO;
     for _ in 0..iters {
         let start = Instant::now();
-        let mut sleeps: Vec<Pin<Box<S>>> = (0..TIMERS)
-            .map(|i| registered(Box::pin(sleep(near(i)))))
-            .collect();
-        sleep(Duration::from_millis(2)).await;
-        black_box(poll_once_all(&mut sleeps));
+        let ready = black_box(timer_work::insert_fire(TIMERS, &sleep).await);
         total += start.elapsed();
+        // Every sleep must have done its work: a peer that answered `Pending` without looking
+        // at its timer would be measured doing less.
+        assert_eq!(ready as u64, TIMERS, "sleeps ready after the last deadline");
     }
     total
 }
@@ -229,43 +197,21 @@ fn timers(c: &mut Criterion) {
     g.measurement_time(Duration::from_secs(5));
 
     // The wheel alone: no executor, no wakers, the deadlines handed in.
-    g.bench_function(BenchmarkId::new("insert_cancel", "seastar_wheel"), |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            let mut keys = Vec::with_capacity(TIMERS as usize);
-            for _ in 0..iters {
-                let mut wheel = TimerWheel::new(seastar_hal::Instant::ZERO);
-                let start = Instant::now();
-                keys.extend((0..TIMERS).map(|i| {
-                    let at = seastar_hal::Instant::from_nanos(spread(i).as_nanos() as u64);
-                    wheel.insert(at, i)
-                }));
-                for key in keys.drain(..) {
-                    black_box(wheel.cancel(key));
+    for (name, fire) in [("insert_cancel", false), ("insert_fire", true)] {
+        g.bench_function(BenchmarkId::new(name, "seastar_wheel"), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                let mut keys = Vec::with_capacity(TIMERS as usize);
+                for _ in 0..iters {
+                    let mut wheel = TimerWheel::new(seastar_hal::Instant::ZERO);
+                    let start = Instant::now();
+                    black_box(timer_work::wheel_alone(&mut wheel, &mut keys, TIMERS, fire));
+                    total += start.elapsed();
                 }
-                total += start.elapsed();
-            }
-            total
-        })
-    });
-    g.bench_function(BenchmarkId::new("insert_fire", "seastar_wheel"), |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let mut wheel = TimerWheel::new(seastar_hal::Instant::ZERO);
-                let start = Instant::now();
-                for i in 0..TIMERS {
-                    let at = seastar_hal::Instant::from_nanos(spread(i).as_nanos() as u64);
-                    wheel.insert(at, i);
-                }
-                let mut fired = 0u64;
-                wheel.expire(seastar_hal::Instant::MAX, |v| fired += black_box(v) & 1);
-                black_box(fired);
-                total += start.elapsed();
-            }
-            total
-        })
-    });
+                total
+            })
+        });
+    }
 
     // Through sleep futures on a running core: register 1M timers, then drop them all.
     g.bench_function(BenchmarkId::new("insert_cancel", "seastar_sleep"), |b| {
@@ -282,21 +228,23 @@ fn timers(c: &mut Criterion) {
     });
 
     // Register 1M timers due within 1 ms of their creation, wait past the last one, see every
-    // one ready. Each sleep is polled (registered) as soon as it is created: created all
-    // first, most would already be due at their first poll (creating 1M takes far longer than
-    // 1 ms), and a sleep that finds its deadline passed completes without registering, so the
-    // run would measure sleeps that never touch a timer wheel (ours does that; tokio's
-    // registers anyway, its driver's time standing still until it parks).
-    let near = |i: u64| Duration::from_nanos(i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 44);
+    // one ready (see `timer_work::insert_fire`).
     g.bench_function(BenchmarkId::new("insert_fire", "seastar_sleep"), |b| {
         b.iter_custom(|iters| {
             on_ours(&rt, iters, move |iters| {
-                insert_fire_sleeps(iters, near, seastar::time::sleep)
+                insert_fire_sleeps(iters, seastar::time::sleep)
             })
         })
     });
     g.bench_function(BenchmarkId::new("insert_fire", "tokio_sleep"), |b| {
-        b.iter_custom(|iters| trt.block_on(insert_fire_sleeps(iters, near, tokio::time::sleep)))
+        // `unconstrained`: tokio's cooperative budget (128 per task poll) would make all but
+        // the first 128 of the final polls return `Pending` without looking at their timers.
+        b.iter_custom(|iters| {
+            trt.block_on(tokio::task::unconstrained(insert_fire_sleeps(
+                iters,
+                tokio::time::sleep,
+            )))
+        })
     });
     g.finish();
 }

@@ -10,6 +10,7 @@
 //! * [`proc_stat`]: a process's CPU time (utime + stime) from `/proc/<pid>/stat`.
 //! * [`raw_uring`]: the floor: an echo server on io_uring with no runtime at all.
 //! * [`tokio_echo`]: the echo server of both tokio binaries.
+//! * [`timer_work`]: the timer workloads of the `timers_1m` bench and the `timer_cost` example.
 //! * [`monoio_server`]: flags, runtime, accept loop of the monoio servers.
 //! * `sys`: **unsafe** — the libc calls of the modules above; `raw_uring` holds the rest.
 //!
@@ -29,6 +30,7 @@ pub mod raw_uring;
 pub mod seastar_server;
 #[allow(unsafe_code)] // sched_setaffinity, sysconf, setsockopt, shutdown
 mod sys;
+pub mod timer_work;
 pub mod tokio_echo;
 
 use std::io::Write;

@@ -433,3 +433,15 @@ fn many_tasks_with_timeouts_and_intervals() {
     // Timeouts shorter than the 300 µs sleep: i * 7 < 300, i.e. i <= 42.
     assert_eq!(*fired.borrow(), 43);
 }
+
+#[test]
+fn a_sleep_is_24_bytes() {
+    // Every timeout embeds a sleep and the benchmarks box one per timer: the wheel id in a
+    // key is never zero, so `Option<TimerKey>` needs no tag of its own.
+    use core::mem::size_of;
+    assert_eq!(
+        size_of::<Option<wheel::TimerKey>>(),
+        size_of::<wheel::TimerKey>()
+    );
+    assert_eq!(size_of::<Sleep>(), 24);
+}

@@ -17,7 +17,9 @@
 //!   lower level is always strictly earlier than any timer on a higher one.
 //! * **Slab + intrusive lists.** Timers live in a `Vec` slab; each slot is a doubly-linked
 //!   list threaded through the slab by `u32` index, so insert, cancel and re-arm are O(1) and
-//!   allocate nothing once the slab has grown to the peak number of live timers. Keys carry a
+//!   allocate nothing once the slab has grown to the peak number of live timers. The first
+//!   entry of a list has no predecessor, so its `prev` names the slot instead (`HEAD`):
+//!   unlinking needs no separate slot field, and an entry is 48 bytes with a `Waker`. Keys carry a
 //!   64-bit generation, bumped whenever an entry is freed, so a stale key (cancelled, fired,
 //!   or from before a reuse) matches nothing.
 //! * **Occupancy bitmaps + per-slot minimum.** One `u64` per level says which slots hold
@@ -30,6 +32,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::cmp::Reverse;
 use core::fmt;
+use core::num::NonZeroU32;
 
 use seastar_hal::Instant;
 
@@ -43,6 +46,9 @@ const SLOT_MASK: u64 = (SLOTS as u64) - 1;
 const LEVELS: usize = 9;
 /// End of a list / no entry.
 const NIL: u32 = u32::MAX;
+/// Tag of a list's first entry's `prev`: this bit plus the slot's `level * SLOTS + slot`.
+/// Slab indices stay below it.
+const HEAD: u32 = 1 << 31;
 
 // The level layout must cover every tick a `u64` deadline can produce, or a far deadline
 // would be filed at a level that does not exist.
@@ -55,26 +61,35 @@ const _: () = assert!(LEVELS <= u16::BITS as usize);
 /// it is a no-op (`None` / `false`), even if the wheel reuses the storage for another timer.
 /// A key is only meaningful for the wheel that issued it: each wheel has an id, and another
 /// wheel (another core's, or a later executor's on the same thread) ignores the key.
+///
+/// 16 bytes, and `Option<TimerKey>` too (the wheel id is never zero), so a [`Sleep`]
+/// holding one stays 24 bytes.
+///
+/// [`Sleep`]: super::Sleep
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct TimerKey {
     index: u32,
-    wheel: u32,
+    wheel: NonZeroU32,
     generation: u64,
 }
 
-/// A process-unique id per wheel. A `u32` wraps only after four billion wheels; targets
-/// without atomic read-modify-write (thumbv6m) all share id 0 and rely on the generation
-/// check alone.
-fn next_wheel_id() -> u32 {
+/// A process-unique id per wheel, never zero. A `u32` wraps only after four billion wheels
+/// (zero is then skipped); targets without atomic read-modify-write (thumbv6m) all share
+/// id 1 and rely on the generation check alone.
+fn next_wheel_id() -> NonZeroU32 {
     #[cfg(target_has_atomic = "32")]
     {
         use core::sync::atomic::{AtomicU32, Ordering};
         static NEXT: AtomicU32 = AtomicU32::new(1);
-        NEXT.fetch_add(1, Ordering::Relaxed)
+        loop {
+            if let Some(id) = NonZeroU32::new(NEXT.fetch_add(1, Ordering::Relaxed)) {
+                return id;
+            }
+        }
     }
     #[cfg(not(target_has_atomic = "32"))]
     {
-        0
+        NonZeroU32::MIN
     }
 }
 
@@ -87,10 +102,9 @@ struct Entry<T> {
     deadline: u64,
     /// Insertion order, to break deadline ties.
     seq: u64,
+    /// The previous entry of the list, or `HEAD | slot id` for the list's first entry.
     prev: u32,
     next: u32,
-    /// `level * SLOTS + slot` of the list this entry is linked into.
-    slot: u16,
 }
 
 /// A hierarchical timer wheel holding one `T` per timer (the executor stores a `Waker`).
@@ -103,7 +117,7 @@ struct Entry<T> {
 /// `now` never fires anything early, it just may not fire a timer until `now` catches up with
 /// the largest `now` seen.
 pub struct TimerWheel<T> {
-    id: u32,
+    id: NonZeroU32,
     entries: Vec<Entry<T>>,
     free_head: u32,
     /// Head of each slot's list, indexed by `level * SLOTS + slot`.
@@ -162,51 +176,67 @@ impl<T> TimerWheel<T> {
     ///
     /// # Panics
     ///
-    /// If more than `u32::MAX - 1` timers are alive at once (long after memory runs out).
+    /// If more than `2^31` timers are alive at once (long after memory runs out).
     pub fn insert(&mut self, deadline: Instant, value: T) -> TimerKey {
         let seq = self.bump_seq();
-        let entry = Entry {
-            value: Some(value),
-            generation: 0,
-            deadline: deadline.as_nanos(),
-            seq,
-            prev: NIL,
-            next: NIL,
-            slot: 0,
-        };
-        let index = if self.free_head != NIL {
+        let deadline = deadline.as_nanos();
+        // The slot first, so the entry is written once, already linked.
+        let (id, head) = self.slot_for(deadline);
+        let (index, generation) = if self.free_head != NIL {
             let index = self.free_head;
             let cell = &mut self.entries[index as usize];
             self.free_head = cell.next;
-            let generation = cell.generation;
-            *cell = Entry {
-                generation,
-                ..entry
-            };
-            index
+            // A free cell holds no value, so nothing is dropped here.
+            cell.value = Some(value);
+            cell.deadline = deadline;
+            cell.seq = seq;
+            cell.prev = HEAD | id;
+            cell.next = head;
+            (index, cell.generation)
         } else {
             let index = match u32::try_from(self.entries.len()) {
-                Ok(i) if i != NIL => i,
-                _ => panic!("TimerWheel: more than u32::MAX - 1 live timers"),
+                Ok(i) if i < HEAD => i,
+                _ => panic!("TimerWheel: more than 2^31 live timers"),
             };
-            self.entries.push(entry);
-            index
+            self.entries.push(Entry {
+                value: Some(value),
+                generation: 0,
+                deadline,
+                seq,
+                prev: HEAD | id,
+                next: head,
+            });
+            (index, 0)
         };
-        self.link(index);
+        self.push_front(id, head, index, deadline);
         self.len += 1;
         TimerKey {
             index,
             wheel: self.id,
-            generation: self.entries[index as usize].generation,
+            generation,
         }
     }
 
     /// Remove the timer and return its value, or `None` if `key` has fired or been cancelled.
     pub fn cancel(&mut self, key: TimerKey) -> Option<T> {
-        let index = self.live(key)?;
-        self.unlink(index);
+        if key.wheel != self.id {
+            return None;
+        }
+        // One look-up of the entry for the check, the unlinking and the freeing: the hot
+        // path of every sleep or timeout dropped before it fired.
+        let free_head = self.free_head;
+        let entry = self.entries.get_mut(key.index as usize)?;
+        if entry.generation != key.generation {
+            return None;
+        }
+        let value = entry.value.take()?;
+        let (prev, next) = (entry.prev, entry.next);
+        entry.generation = entry.generation.wrapping_add(1);
+        entry.next = free_head;
+        self.free_head = key.index;
         self.len -= 1;
-        self.free(index)
+        self.splice_out(prev, next);
+        Some(value)
     }
 
     /// The timer's value, to update it in place (the sleep future swaps its waker this way).
@@ -333,6 +363,8 @@ impl<T> TimerWheel<T> {
             return None;
         }
         let entry = self.entries.get(key.index as usize)?;
+        // A cell's generation moves on when it is freed (fired or cancelled), so a matching
+        // generation alone means live; the value check is belt and braces.
         (entry.generation == key.generation && entry.value.is_some()).then_some(key.index)
     }
 
@@ -363,46 +395,68 @@ impl<T> TimerWheel<T> {
         above | ((slot as u64) << shift)
     }
 
-    /// File an unlinked live entry in the slot its deadline belongs to.
+    /// The slot (`level * SLOTS + slot`) a timer due at `deadline` belongs in, and that
+    /// slot's current head.
     #[inline(always)]
-    fn link(&mut self, index: u32) {
-        let deadline = self.entries[index as usize].deadline;
+    fn slot_for(&self, deadline: u64) -> (u32, u32) {
         // A deadline already behind the wheel goes to the current tick: due at next expire.
         let tick = tick_of(deadline).max(self.elapsed);
         let level = level_for(self.elapsed, tick);
         let slot = ((tick >> (SLOT_BITS * level as u32)) & SLOT_MASK) as usize;
         let id = level * SLOTS + slot;
-        let head = self.heads[id];
+        // `id < LEVELS * SLOTS = 576`, which fits below `HEAD`.
+        (id as u32, self.heads[id])
+    }
+
+    /// Make `index` (whose `prev` and `next` already say so) the head of slot `id`, in front
+    /// of `head`.
+    #[inline(always)]
+    fn push_front(&mut self, id: u32, head: u32, index: u32, deadline: u64) {
+        let id = id as usize;
         if head != NIL {
             self.entries[head as usize].prev = index;
         }
-        let entry = &mut self.entries[index as usize];
-        entry.prev = NIL;
-        entry.next = head;
-        // `id < LEVELS * SLOTS = 576`, which fits.
-        entry.slot = id as u16;
         self.heads[id] = index;
         self.mins[id] = self.mins[id].min(deadline);
+        let (level, slot) = (id / SLOTS, id % SLOTS);
         self.occupied[level] |= 1 << slot;
         self.levels |= 1 << level;
     }
 
+    /// File an unlinked live entry in the slot its deadline belongs to.
+    #[inline(always)]
+    fn link(&mut self, index: u32) {
+        let entry = &self.entries[index as usize];
+        let deadline = entry.deadline;
+        let (id, head) = self.slot_for(deadline);
+        let entry = &mut self.entries[index as usize];
+        entry.prev = HEAD | id;
+        entry.next = head;
+        self.push_front(id, head, index, deadline);
+    }
+
     /// Take a linked entry out of its slot.
     fn unlink(&mut self, index: u32) {
-        let (prev, next, id) = {
-            let e = &self.entries[index as usize];
-            (e.prev, e.next, e.slot as usize)
-        };
-        if prev != NIL {
-            self.entries[prev as usize].next = next;
-        } else {
-            self.heads[id] = next;
-        }
+        let e = &self.entries[index as usize];
+        self.splice_out(e.prev, e.next);
+    }
+
+    /// Join the neighbours `prev` and `next` of an entry taken out of its list.
+    #[inline(always)]
+    fn splice_out(&mut self, prev: u32, next: u32) {
         if next != NIL {
+            // Becomes the head if the entry was: it inherits the slot tag.
             self.entries[next as usize].prev = prev;
         }
-        if self.heads[id] == NIL {
-            self.clear_slot(id);
+        if prev & HEAD == 0 {
+            self.entries[prev as usize].next = next;
+        } else {
+            let id = (prev & !HEAD) as usize;
+            if next != NIL {
+                self.heads[id] = next;
+            } else {
+                self.clear_slot(id);
+            }
         }
         // The slot's minimum may now be stale; it stays a valid lower bound until the slot
         // is next processed.
