@@ -224,6 +224,9 @@ struct Inner {
     rearm: Vec<u64>,
     /// Emptied `iovec` lists of finished detached gathers, for the next ones.
     spare_iovs: Vec<Vec<IoSlice>>,
+    /// Headers of finished detached gathers, for the next ones (at most [`SPARE_IOVS`]).
+    #[allow(clippy::vec_box)] // the boxes are what is reused: each moves into an op's slot
+    spare_writev: Vec<Box<WritevExtras>>,
 }
 
 /// Most emptied `iovec` lists kept for reuse.
@@ -406,6 +409,7 @@ impl UringDriver {
                 pools: Vec::new(),
                 rearm: Vec::new(),
                 spare_iovs: Vec::new(),
+                spare_writev: Vec::new(),
             }),
             counters: Counters::default(),
             features,
@@ -479,6 +483,15 @@ impl UringDriver {
     /// Start a prepared operation: take a slot, queue its SQE (no syscall unless the SQ is full).
     pub(crate) fn start(&self, p: Prepared) -> Result<OpId, IoError> {
         self.start_with(p, None)
+    }
+
+    /// A gather header for a detached send, reusing a finished one's allocation.
+    pub(crate) fn take_writev_extras(&self) -> Box<WritevExtras> {
+        self.inner
+            .borrow_mut()
+            .spare_writev
+            .pop()
+            .unwrap_or_else(WritevExtras::boxed)
     }
 
     /// Start a detached send (prepared from pointers into `d.bufs`): on failure its buffers
@@ -584,6 +597,15 @@ impl UringDriver {
         drop(inner);
         drop(old_waker);
         Poll::Pending
+    }
+
+    /// See [`IoDriver::has_completion`]: a cancelled op polls `Ready` (an error) too.
+    pub(crate) fn has_completion_impl(&self, id: OpId) -> bool {
+        let mut inner = self.inner.borrow_mut();
+        inner
+            .ops
+            .get_mut(id.0)
+            .is_none_or(|op| op.cancelled || op.first.is_some() || !op.rest.is_empty())
     }
 
     pub(crate) fn cancel_impl(&self, id: OpId, keepalive: Box<dyn Any>) {
@@ -882,8 +904,15 @@ impl UringDriver {
         };
         if !completion.more {
             if let Some(d) = op.detached.take() {
-                // Nobody polls a detached send: finish it here.
+                // Nobody polls a detached send: finish it here. The kernel is done with a
+                // gather's header: kept for the next gather.
+                let extras = op.extras.take();
                 inner.ops.free(ud);
+                if let Some(Ok(gather)) = extras.map(|e| e.downcast::<WritevExtras>()) {
+                    if inner.spare_writev.len() < SPARE_IOVS {
+                        inner.spare_writev.push(gather);
+                    }
+                }
                 finish_detached(inner, d, completion.result, wakers, released);
                 return;
             }

@@ -12,8 +12,8 @@ use std::any::Any;
 use std::net::SocketAddr;
 use std::task::{Context, Poll};
 
-use io_uring::opcode;
 use io_uring::types::{Fd, FsyncFlags, TimeoutFlags, Timespec};
+use io_uring::{opcode, squeue};
 use std::rc::Rc;
 
 use seastar_hal::io::{
@@ -86,6 +86,52 @@ pub(crate) struct WritevExtras {
     /// Read by the kernel through the SENDMSG's pointer.
     msg: libc::msghdr,
     pub(crate) fallback: Sqe,
+}
+
+impl WritevExtras {
+    /// An empty header, to be filled by [`sendmsg`](Self::sendmsg). One allocation for the
+    /// msghdr and the fallback (the driver finds it on ENOTSOCK), not one each.
+    pub(crate) fn boxed() -> Box<Self> {
+        Box::new(WritevExtras {
+            // SAFETY: `msghdr` is plain old data (integers and raw pointers); all-zero is a
+            // valid value (no name, no control data).
+            msg: unsafe { std::mem::zeroed() },
+            // SAFETY: a NOP points at nothing.
+            fallback: unsafe { Sqe::new(opcode::Nop::new().build()) },
+        })
+    }
+
+    /// Point this header at the gather of `count` slices at `iov` on `fd` and return the
+    /// SENDMSG that sends it (MSG_NOSIGNAL: no SIGPIPE); files answer ENOTSOCK and get the
+    /// fallback WRITEV at the current file position (offset -1), like writev(2). The header
+    /// is heap memory: it stays put while its box moves into the op's slot.
+    ///
+    /// # Safety
+    /// The slices and their array must stay valid until the op is finished (as for
+    /// [`prepare`]); the fallback is only pushed before that.
+    unsafe fn sendmsg(
+        &mut self,
+        fd: HalFd,
+        iov: *const seastar_hal::io::IoSlice,
+        count: usize,
+        whole: bool,
+    ) -> squeue::Entry {
+        // `IoSlice` is `#[repr(C)] { base: *const u8, len: usize }`, the layout of `iovec`.
+        let iov = iov.cast::<libc::iovec>();
+        let writev = opcode::Writev::new(Fd(fd), iov, len32(count))
+            .offset(u64::MAX)
+            .build();
+        // SAFETY: the caller's guarantee for the slices and their array.
+        self.fallback = unsafe { Sqe::new(writev) };
+        // SAFETY: as in `boxed`.
+        self.msg = unsafe { std::mem::zeroed() };
+        self.msg.msg_iov = iov.cast_mut();
+        self.msg.msg_iovlen = count as _;
+        let msg_ptr: *const libc::msghdr = &self.msg;
+        opcode::SendMsg::new(Fd(fd), msg_ptr)
+            .flags(send_flags(whole) as u32)
+            .build()
+    }
 }
 
 /// `MSG_NOSIGNAL` (no SIGPIPE), and `MSG_WAITALL` for a send that must go out whole.
@@ -171,32 +217,12 @@ unsafe fn prepare(op: RawOp, native_multishot: bool) -> Result<Prepared, IoError
             count,
             whole,
         } => {
-            // `IoSlice` is `#[repr(C)] { base: *const u8, len: usize }`, the layout of `iovec`.
-            let iov = iov.cast::<libc::iovec>();
-            // Sockets get SENDMSG (MSG_NOSIGNAL: no SIGPIPE); files answer ENOTSOCK and get
-            // this WRITEV at the current file position (offset -1), like writev(2).
-            let writev = opcode::Writev::new(Fd(fd), iov, len32(count))
-                .offset(u64::MAX)
-                .build();
-            // One allocation for the msghdr and the fallback (the driver finds it on
-            // ENOTSOCK), not one each.
-            let mut gather = Box::new(WritevExtras {
-                // SAFETY: `msghdr` is plain old data (integers and raw pointers); all-zero is
-                // a valid value (no name, no control data).
-                msg: unsafe { std::mem::zeroed() },
-                // SAFETY: the slices and their array are the caller's, valid until the op is
-                // finished (this function's contract); the WRITEV is only pushed before that.
-                fallback: unsafe { Sqe::new(writev) },
-            });
-            gather.msg.msg_iov = iov.cast_mut();
-            gather.msg.msg_iovlen = count as _;
-            // Heap memory: stays put while the box moves into the op's slot.
-            let msg_ptr: *const libc::msghdr = &gather.msg;
+            let mut gather = WritevExtras::boxed();
+            // SAFETY: this function's contract, for the slices and their array.
+            let entry = unsafe { gather.sendmsg(fd, iov, count, whole) };
             extras = Some(gather);
             kind = OpKind::WritevMsg;
-            opcode::SendMsg::new(Fd(fd), msg_ptr)
-                .flags(send_flags(whole) as u32)
-                .build()
+            entry
         }
         RawOp::ReadAt {
             fd,
@@ -254,6 +280,10 @@ impl IoDriver for UringDriver {
 
     fn poll_op(&self, id: OpId, cx: &mut Context<'_>) -> Poll<Completion> {
         self.poll_op_impl(id, cx)
+    }
+
+    fn has_completion(&self, id: OpId) -> bool {
+        self.has_completion_impl(id)
     }
 
     fn cancel(&self, id: OpId, keepalive: Box<dyn Any>) {
@@ -315,11 +345,34 @@ impl IoDriver for UringDriver {
             status: status.clone(),
             len,
         };
-        // SAFETY: the pointers are into `detached`: the `SendBuf`s' bytes (memory that stays
-        // put while they move, by `SendBuf`'s constructors) and the heap array of `iov`, which
-        // is never resized; `detached` moves into the op's slot, which keeps it until the
-        // final CQE (or leaks it if the driver is dropped first).
-        let prepared = match unsafe { prepare(op, false) } {
+        // The pointers are into `detached`: the `SendBuf`s' bytes (memory that stays put while
+        // they move, by `SendBuf`'s constructors) and the heap array of `iov`, which is never
+        // resized; `detached` moves into the op's slot, which keeps it until the final CQE (or
+        // leaks it if the driver is dropped first).
+        let prepared = match op {
+            RawOp::Writev {
+                fd,
+                iov,
+                count,
+                whole,
+            } => {
+                // A finished gather's header, reused: no allocation per gather.
+                let mut gather = self.take_writev_extras();
+                // SAFETY: the slices point into `detached` (above).
+                let entry = unsafe { gather.sendmsg(fd, iov, count, whole) };
+                Ok(Prepared {
+                    kind: OpKind::WritevMsg,
+                    // SAFETY: the msghdr is `gather`'s, which moves into the op's slot with
+                    // `detached`.
+                    sqe: unsafe { Sqe::new(entry) },
+                    resubmit: None,
+                    extras: Some(gather),
+                })
+            }
+            // SAFETY: as above.
+            op => unsafe { prepare(op, false) },
+        };
+        let prepared = match prepared {
             Ok(p) => p,
             Err(e) => {
                 self.release_detached(detached);

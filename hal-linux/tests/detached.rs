@@ -1,5 +1,7 @@
 //! Detached sends (`IoDriver::send_detached`) over a real io_uring: the driver owns the bytes,
 //! sends them whole, frees them (pool buffers: back to the pool) and tells only the status.
+//! Also the peek of a pooled receive (`RecvStream::is_ready`) that `try_recv` uses before
+//! echoing a buffer back.
 
 mod common;
 
@@ -132,4 +134,69 @@ fn a_failed_detached_send_is_reported_to_the_status() {
         "{e:?}"
     );
     assert_eq!(status.take_error(), None, "reported once");
+}
+
+/// `RecvStream::is_ready` (the driver's `has_completion`, which `try_recv` asks instead of
+/// polling): `false` exactly while a poll would be `Pending`, `true` with data queued and at
+/// the end of the stream.
+#[test]
+fn a_pooled_receive_is_ready_only_with_a_completion_queued() {
+    let p = platform();
+    let (ours, mut peer) = tcp_pair();
+    let pool = p.io().create_pool(8, 4096).expect("pool");
+    let mut recv = RecvStream::new(p.io(), ours.as_raw_fd(), pool).expect("recv");
+    let mut peek = Context::from_waker(Waker::noop());
+    assert!(!recv.is_ready(), "nothing sent yet");
+    assert!(recv.poll_next(&mut peek).is_pending());
+    peer.write_all(b"ping").expect("peer write");
+    park_until(&p, || recv.is_ready());
+    let buf = match recv.poll_next(&mut peek) {
+        std::task::Poll::Ready(Some(Ok(buf))) => buf,
+        other => panic!(
+            "ready, yet polled {:?}",
+            other.map(|o| o.map(|r| r.map(|b| b.len())))
+        ),
+    };
+    assert_eq!(&buf[..], b"ping");
+    assert!(!recv.is_ready(), "its only completion was taken");
+    assert!(recv.poll_next(&mut peek).is_pending());
+    drop(peer);
+    park_until(&p, || recv.is_ready());
+    assert!(matches!(
+        recv.poll_next(&mut peek),
+        std::task::Poll::Ready(None)
+    ));
+    assert!(
+        recv.is_ready(),
+        "a finished receive polls ready (None) at once"
+    );
+    drop((buf, recv));
+}
+
+/// Detached gathers one after another, of different lengths: each reuses the header of a
+/// finished one (the driver keeps them), and every byte still goes out, in order.
+#[test]
+fn consecutive_detached_gathers_send_every_byte_in_order() {
+    let p = platform();
+    let (ours, mut peer) = tcp_pair();
+    let status = Rc::new(SendStatus::default());
+    let mut expected = Vec::new();
+    for round in 0..6u64 {
+        let gather: Vec<SendBuf> = (0..1 + round * 3)
+            .map(|k| {
+                let chunk: Vec<u8> = (0..1 + (round * 7 + k) * 13).map(pattern).collect();
+                expected.extend_from_slice(&chunk);
+                SendBuf::from_vec(chunk)
+            })
+            .collect();
+        p.io()
+            .send_detached(ours.as_raw_fd(), SendBufs::Gather(gather), &status)
+            .expect("send");
+        park_until(&p, || status.in_flight() == 0);
+        assert_eq!(status.take_error(), None, "round {round}");
+    }
+    let mut got = vec![0u8; expected.len()];
+    peer.read_exact(&mut got).expect("peer read");
+    assert!(got == expected, "bytes lost or reordered");
+    assert_eq!(p.io().in_flight(), 0);
 }

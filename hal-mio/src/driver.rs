@@ -1141,6 +1141,13 @@ impl IoDriver for MioDriver {
         self.with_state(|st| st.poll_op(id, cx))
     }
 
+    fn has_completion(&self, id: OpId) -> bool {
+        self.st
+            .borrow_mut()
+            .op_mut(id)
+            .is_none_or(|op| !op.completions.is_empty())
+    }
+
     /// Readiness operations are never in progress between driver calls, so the operation is
     /// removed at once and `keepalive` is dropped before this returns. Exceptions to "nothing
     /// more happens": a `Close` not yet run still closes its fd, and fds accepted for a

@@ -1,6 +1,8 @@
 //! Detached sends (`IoDriver::send_detached`) over mio: the driver owns the bytes, sends
 //! them whole (resuming on writability), frees them (pool buffers: back to the pool) and
 //! tells only the status.
+//! Also the peek of a pooled receive (`RecvStream::is_ready`) that `try_recv` uses before
+//! echoing a buffer back.
 
 mod common;
 
@@ -190,4 +192,42 @@ impl AsRawFd for Ours {
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
         self.0.as_raw_fd()
     }
+}
+
+/// `RecvStream::is_ready` (the driver's `has_completion`, which `try_recv` asks instead of
+/// polling): `false` exactly while a poll would be `Pending`, `true` with data queued and at
+/// the end of the stream.
+#[test]
+fn a_pooled_receive_is_ready_only_with_a_completion_queued() {
+    let p = platform();
+    let (ours, mut peer) = tcp_pair();
+    let pool = p.io().create_pool(8, 4096).expect("pool");
+    let mut recv = RecvStream::new(p.io(), ours.as_raw_fd(), pool).expect("recv");
+    let mut peek = Context::from_waker(Waker::noop());
+    assert!(!recv.is_ready(), "nothing sent yet");
+    assert!(recv.poll_next(&mut peek).is_pending());
+    peer.write_all(b"ping").expect("peer write");
+    park_until(&p, || recv.is_ready());
+    let buf = match recv.poll_next(&mut peek) {
+        std::task::Poll::Ready(Some(Ok(buf))) => buf,
+        other => panic!(
+            "ready, yet polled {:?}",
+            other.map(|o| o.map(|r| r.map(|b| b.len())))
+        ),
+    };
+    assert_eq!(&buf[..], b"ping");
+    assert!(!recv.is_ready(), "its only completion was taken");
+    assert!(recv.poll_next(&mut peek).is_pending());
+    drop(peer);
+    park_until(&p, || recv.is_ready());
+    assert!(matches!(
+        recv.poll_next(&mut peek),
+        std::task::Poll::Ready(None)
+    ));
+    assert!(
+        recv.is_ready(),
+        "a finished receive polls ready (None) at once"
+    );
+    drop((buf, recv));
+    p.io().release_fd(ours.as_raw_fd());
 }

@@ -302,6 +302,14 @@ pub trait IoDriver {
     /// Polling an unknown or finished id returns `Ready` with an `InvalidInput` error.
     fn poll_op(&self, id: OpId, cx: &mut Context<'_>) -> Poll<Completion>;
 
+    /// Whether [`poll_op`](Self::poll_op) would return `Ready` now: a completion is queued,
+    /// or the id is unknown or finished. `false` only when it would surely be `Pending`, so
+    /// a peek can skip the poll (and its waker handling). The default, `true`, always polls.
+    fn has_completion(&self, id: OpId) -> bool {
+        let _ = id;
+        true
+    }
+
     /// Give up on an operation that is still in flight. The driver asks the platform to cancel
     /// it and takes ownership of `keepalive` (the buffers the operation points into), dropping
     /// it only once the platform has finished with the operation, whether it was cancelled or
@@ -605,6 +613,9 @@ macro_rules! forward_io_driver {
             }
             fn poll_op(&self, id: OpId, cx: &mut Context<'_>) -> Poll<Completion> {
                 (**self).poll_op(id, cx)
+            }
+            fn has_completion(&self, id: OpId) -> bool {
+                (**self).has_completion(id)
             }
             fn cancel(&self, id: OpId, keepalive: Box<dyn Any>) {
                 (**self).cancel(id, keepalive)
@@ -1019,6 +1030,14 @@ impl<D: IoDriver + Clone> RecvStream<D> {
             }))),
             None => Poll::Ready(Some(Err(IoError::new(crate::ErrorKind::InvalidData)))),
         }
+    }
+
+    /// Whether [`poll_next`](Self::poll_next) would return `Ready` now (`false` only when it
+    /// would surely be `Pending`): a peek that costs no poll.
+    pub fn is_ready(&self) -> bool {
+        self.op
+            .id
+            .is_none_or(|id| self.op.driver.has_completion(id))
     }
 
     /// The receive has ended (end of stream or error already returned).

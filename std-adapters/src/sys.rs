@@ -268,6 +268,13 @@ impl IoDriver for CoreIo {
         }
     }
 
+    fn has_completion(&self, id: OpId) -> bool {
+        match self {
+            CoreIo::Uring(p) => p.io().has_completion(id),
+            CoreIo::Mio(p) => p.io().has_completion(id),
+        }
+    }
+
     fn cancel(&self, id: OpId, keepalive: Box<dyn Any>) {
         match self {
             CoreIo::Uring(p) => p.io().cancel(id, keepalive),

@@ -100,7 +100,12 @@ impl Socket {
     /// Start sending `buf`'s initialised bytes and return without waiting for the send to
     /// finish; waits only for the previous write-behind send (one in flight per socket).
     pub(crate) async fn write_behind<B: IoBuf>(&self, buf: B) -> io::Result<()> {
-        self.flush().await?;
+        // `flush`, without its future nested in this one (the common case waits for nothing).
+        if self.behind.in_flight() > 0 {
+            poll_fn(|cx| self.poll_flush(cx)).await?;
+        } else {
+            self.behind_error()?;
+        }
         let buf = send_buf(buf);
         if buf.is_empty() {
             return Ok(());
@@ -180,14 +185,18 @@ impl Socket {
     /// A buffer the pooled receive has already received, without waiting: `Ok(None)` when
     /// none is ready now (or at end of stream, which the next `recv` reports).
     pub(crate) fn try_recv(&self) -> io::Result<Option<RecvBuf>> {
-        let mut cx = Context::from_waker(std::task::Waker::noop());
         {
             let st = self.recv.borrow();
-            if st.stream.is_none() {
+            match &st.stream {
                 // Nothing armed yet (or ended): nothing can be queued.
-                return Ok(None);
+                None => return Ok(None),
+                // Nothing queued (asked without a poll: the common answer of a peek after the
+                // data that woke the task) and no send failure to report.
+                Some(stream) if !stream.is_ready() && !self.behind.has_error() => return Ok(None),
+                Some(_) => {}
             }
         }
+        let mut cx = Context::from_waker(std::task::Waker::noop());
         match self.poll_recv(&mut cx) {
             Poll::Ready(Ok(Some(buf))) => Ok(Some(buf)),
             Poll::Ready(Ok(None)) | Poll::Pending => Ok(None),
