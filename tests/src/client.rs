@@ -49,6 +49,14 @@ pub fn bind_loopback() -> (TcpListener, SocketAddr) {
     (l, addr)
 }
 
+/// A connected loopback pair of our streams: (the connecting side, the accepted side).
+pub async fn connected_pair() -> (TcpStream, TcpStream) {
+    let (l, addr) = bind_loopback();
+    let c = TcpStream::connect(addr).await.expect("connect");
+    let (s, _) = l.accept().await.expect("accept");
+    (c, s)
+}
+
 /// Waits (bounded, about a second) until every buffer of this core's receive pool is back
 /// in the pool, and panics naming `what` otherwise: buffers held by cancelled receives or
 /// finished sends come back when the platform reports them done, a loop iteration or two

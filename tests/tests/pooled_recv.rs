@@ -383,9 +383,7 @@ fn eof_after_all_data(backend: Backend) {
 fn read_refused_while_recv_active(backend: Backend) {
     must_runtime(backend, 1)
         .run_on_one(|| async {
-            let (l, addr) = client::bind_loopback();
-            let c = TcpStream::connect(addr).await.expect("connect");
-            let (s, _) = l.accept().await.expect("accept");
+            let (c, s) = client::connected_pair().await;
             client::write_all(&c, b"first".to_vec())
                 .await
                 .expect("send");
@@ -405,9 +403,7 @@ fn read_refused_while_recv_active(backend: Backend) {
 fn try_recv_never_waits(backend: Backend) {
     must_runtime(backend, 1)
         .run_on_one(|| async {
-            let (l, addr) = client::bind_loopback();
-            let c = TcpStream::connect(addr).await.expect("connect");
-            let (s, _) = l.accept().await.expect("accept");
+            let (c, s) = client::connected_pair().await;
             client::write_all(&c, pattern_chunk(11, 0, 10))
                 .await
                 .expect("send");
@@ -450,9 +446,7 @@ fn try_recv_never_waits(backend: Backend) {
 fn dropped_recv_future_loses_nothing(backend: Backend) {
     must_runtime(backend, 1)
         .run_on_one(|| async {
-            let (l, addr) = client::bind_loopback();
-            let c = TcpStream::connect(addr).await.expect("connect");
-            let (s, _) = l.accept().await.expect("accept");
+            let (c, s) = client::connected_pair().await;
             let mut pos = 0u64;
             for round in 0..20u64 {
                 // Nothing sent yet: the receive waits, and the timer wins.

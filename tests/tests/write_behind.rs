@@ -223,9 +223,7 @@ fn dropped_stream_closes_after_its_send(backend: Backend) {
 fn failed_send_is_reported_by_the_next_operation(backend: Backend) {
     must_runtime(backend, 1)
         .run_on_one(|| async {
-            let (l, addr) = client::bind_loopback();
-            let c = TcpStream::connect(addr).await.expect("connect");
-            let (s, _) = l.accept().await.expect("accept");
+            let (c, s) = client::connected_pair().await;
             // The peer resets the connection.
             c.set_linger(Some(Duration::ZERO)).expect("linger");
             drop(c);
