@@ -83,6 +83,9 @@ pub struct SetupFlags {
     pub submit_all: bool,
     /// `IORING_SETUP_SQPOLL`.
     pub sqpoll: bool,
+    /// `IORING_SETUP_NO_SQARRAY` (6.6+): the kernel takes SQEs in ring order, without the
+    /// indirection array (one memory read less per SQE).
+    pub no_sqarray: bool,
 }
 
 /// What the kernel accepted when the ring was built, and what it supports.
@@ -98,6 +101,9 @@ pub struct Features {
     /// `IORING_ENTER_ABS_TIMER` (6.12+): park waits until an absolute `CLOCK_MONOTONIC` time.
     /// Otherwise the wait carries a relative timeout computed just before entering.
     pub abs_timer: bool,
+    /// The ring is registered with its thread (`IORING_REGISTER_RING_FDS`, 5.18+): enters
+    /// name it by index, without a descriptor lookup. Never with SQPOLL.
+    pub registered_ring: bool,
     /// `IORING_FEAT_NODROP`: completions are never dropped when the CQ overflows.
     pub nodrop: bool,
     /// `IORING_FEAT_FAST_POLL`: socket ops wait on internal poll instead of a worker thread.

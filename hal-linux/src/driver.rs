@@ -41,7 +41,7 @@ use std::task::{Context, Poll, Waker};
 
 use io_uring::cqueue;
 use seastar_hal::io::{
-    Completion, IoSlice, OpId, PoolId, SendBufRest, SendBufs, SendStatus, COMPLETION_BUFFER,
+    Completion, OpId, PoolId, SendBufRest, SendBufs, SendStatus, COMPLETION_BUFFER,
 };
 use seastar_hal::{ErrorKind, Instant, IoError};
 
@@ -59,6 +59,9 @@ const EVENTFD_UD: u64 = u64::MAX;
 const CANCEL_UD: u64 = u64::MAX - 1;
 /// No op holds the buffer (it is in the ring).
 const NO_OWNER: u64 = u64::MAX;
+/// Set in the `user_data` of a detached send: its key is in `Inner::sends`, not `Inner::ops`.
+/// Slab indices stay below this bit, and reserved `user_data` values have bit 31 set.
+const SEND_TAG: u64 = 1 << 30;
 
 /// Most buffers one pooled receive may hold (completions not yet polled plus buffers polled
 /// and not released) before the driver stops its kernel receive; it is re-armed once the
@@ -120,20 +123,21 @@ struct OpState {
     held: u32,
     /// Pooled receive: stopped by back-pressure (`held` reached [`POOL_HOLD_LIMIT`]).
     paused: bool,
-    /// A detached send: its buffers and whom to tell. Nobody polls the op: the driver
-    /// finishes it at its final CQE.
-    detached: Option<Detached>,
 }
 
-/// What a detached send ([`seastar_hal::io::IoDriver::send_detached`]) keeps in its slot.
-pub(crate) struct Detached {
+/// A detached send ([`seastar_hal::io::IoDriver::send_detached`]) in flight: its own slot in
+/// [`Inner::sends`], apart from the polled ops, because nobody polls it (no waker, no
+/// completion queue, no keep-alive): the driver finishes it at its final CQE. Small, so
+/// starting and finishing one moves little.
+pub(crate) struct SendSlot {
     /// The bytes the SQE points into.
     pub(crate) bufs: SendBufs,
-    /// A gather's `iovec`s (empty for one buffer), also pointed into by the SQE.
-    #[allow(dead_code)] // read by the kernel, through the SQE's pointer
-    pub(crate) iov: Vec<IoSlice>,
     pub(crate) status: Rc<SendStatus>,
     pub(crate) len: usize,
+    /// A gather's `msghdr` and `iovec`s, which the SQE points into (`None` for one buffer).
+    pub(crate) gather: Option<Box<WritevExtras>>,
+    /// The gather was re-submitted as a `WRITEV` (the descriptor is not a socket).
+    pub(crate) fallback: bool,
 }
 
 /// Most buffers a pool keeps in its kernel ring; the other free ones wait in
@@ -194,14 +198,13 @@ impl Pool {
 
     /// `bid` is free again: into the ring if it is short of its depth, else on the spare
     /// stack. A buffer already free is left alone (a double release must not duplicate it).
-    fn give_back(&mut self, bid: u16) {
-        let Some(owner) = self.owner.get_mut(usize::from(bid)) else {
-            return;
-        };
+    /// Returns the op that held it (`None` if it was free or is unknown).
+    fn give_back(&mut self, bid: u16) -> Option<u64> {
+        let owner = self.owner.get_mut(usize::from(bid))?;
         if *owner == NO_OWNER {
-            return;
+            return None;
         }
-        *owner = NO_OWNER;
+        let held_by = mem::replace(owner, NO_OWNER);
         self.free += 1;
         if self.staged < POOL_RING_DEPTH {
             self.ring.give_back(bid);
@@ -209,12 +212,15 @@ impl Pool {
         } else {
             self.spare.push(bid);
         }
+        Some(held_by)
     }
 }
 
 struct Inner {
     ring: Ring,
     ops: Slab<OpState>,
+    /// Detached sends in flight (keys tagged with [`SEND_TAG`] in `user_data`).
+    sends: Slab<SendSlot>,
     cqes: Vec<cqueue::Entry>,
     eventfd_read: ReadBuf,
     shutting_down: bool,
@@ -222,15 +228,14 @@ struct Inner {
     /// Pooled receives to re-arm at the next park (out of buffers, resumed after a pause, or
     /// ended by the kernel). Stale keys are skipped.
     rearm: Vec<u64>,
-    /// Emptied `iovec` lists of finished detached gathers, for the next ones.
-    spare_iovs: Vec<Vec<IoSlice>>,
-    /// Headers of finished detached gathers, for the next ones (at most [`SPARE_IOVS`]).
-    #[allow(clippy::vec_box)] // the boxes are what is reused: each moves into an op's slot
+    /// Headers and `iovec` lists of finished detached gathers, for the next ones (at most
+    /// [`SPARE_GATHERS`]).
+    #[allow(clippy::vec_box)] // the boxes are what is reused: each moves into a send's slot
     spare_writev: Vec<Box<WritevExtras>>,
 }
 
-/// Most emptied `iovec` lists kept for reuse.
-const SPARE_IOVS: usize = 64;
+/// Most finished gather headers kept for reuse.
+const SPARE_GATHERS: usize = 64;
 
 /// The io_uring I/O driver of one core, obtained from `Platform::io` on a
 /// [`crate::UringPlatform`]; implements [`seastar_hal::io::IoDriver`].
@@ -299,7 +304,7 @@ fn discard_queued(op: &mut OpState, pools: &mut [Pool]) {
 /// Put a buffer the kernel handed out back in its pool's ring.
 fn give_back(pools: &mut [Pool], pool: u16, bid: u16) {
     if let Some(p) = pools.get_mut(usize::from(pool)) {
-        p.give_back(bid);
+        let _ = p.give_back(bid);
     }
 }
 
@@ -309,16 +314,12 @@ fn release_buffer_in(inner: &mut Inner, pool: PoolId, bid: u16) {
     let Inner {
         ops, pools, rearm, ..
     } = &mut *inner;
-    let Some(p) = pools.get(usize::from(pool.0)) else {
+    let Some(owner) = pools
+        .get_mut(usize::from(pool.0))
+        .and_then(|p| p.give_back(bid))
+    else {
         return;
     };
-    let Some(&owner) = p.owner.get(usize::from(bid)) else {
-        return;
-    };
-    give_back(pools, pool.0, bid);
-    if owner == NO_OWNER {
-        return;
-    }
     // The op that received into it (if still alive) holds one buffer less; a receive paused
     // by back-pressure resumes once its owner has caught up.
     if let Some(op) = ops.get_mut(owner) {
@@ -332,12 +333,12 @@ fn release_buffer_in(inner: &mut Inner, pool: PoolId, bid: u16) {
 
 /// The buffers of a finished (or never started) detached send: pool buffers go back at once,
 /// other owned buffers to `later`, dropped after the driver's borrow (their drop may call
-/// back into the driver). A gather's lists are kept for the next gather: the buffer list by
-/// the owner's status, the `iovec`s here.
+/// back into the driver). A gather's list is kept for the owner's next gather, its header
+/// and `iovec`s for the driver's.
 fn release_send_bufs(
     inner: &mut Inner,
     bufs: SendBufs,
-    iov: Vec<IoSlice>,
+    gather: Option<Box<WritevExtras>>,
     status: &SendStatus,
     later: &mut Vec<Box<dyn Any>>,
 ) {
@@ -351,31 +352,33 @@ fn release_send_bufs(
         SendBufs::Gather(mut v) => {
             v.drain(..).for_each(release);
             status.recycle(v);
-            let mut iov = iov;
-            iov.clear();
-            if inner.spare_iovs.len() < SPARE_IOVS {
-                inner.spare_iovs.push(iov);
-            }
+        }
+    }
+    if let Some(mut g) = gather {
+        if inner.spare_writev.len() < SPARE_GATHERS {
+            g.iov.clear();
+            inner.spare_writev.push(g);
         }
     }
 }
 
-/// A detached send is finished with `result`: release its buffers and tell its owner (whose
-/// waker, if any, joins `wakers`). Its slot is already free.
-fn finish_detached(
+/// A detached send is finished with `result` (its slot already free): release its buffers
+/// and tell its owner (whose waker, if any, joins `wakers`).
+fn finish_send(
     inner: &mut Inner,
-    d: Detached,
+    slot: SendSlot,
     result: Result<u32, IoError>,
     wakers: &mut Vec<Waker>,
     later: &mut Vec<Box<dyn Any>>,
 ) {
-    let Detached {
+    let SendSlot {
         bufs,
-        iov,
         status,
         len,
-    } = d;
-    release_send_bufs(inner, bufs, iov, &status, later);
+        gather,
+        ..
+    } = slot;
+    release_send_bufs(inner, bufs, gather, &status, later);
     wakers.extend(status.finished(result, len));
     if Rc::strong_count(&status) == 1 {
         // The owner is gone: the status (and a waker it may still hold) drops outside the
@@ -387,11 +390,14 @@ fn finish_detached(
 /// Release the buffers of a detached send that never reached the kernel.
 #[cold]
 #[inline(never)]
-fn release_unstarted(inner: &mut Inner, d: Detached, later: &mut Vec<Box<dyn Any>>) {
-    let Detached {
-        bufs, iov, status, ..
-    } = d;
-    release_send_bufs(inner, bufs, iov, &status, later);
+fn release_unstarted(inner: &mut Inner, slot: SendSlot, later: &mut Vec<Box<dyn Any>>) {
+    let SendSlot {
+        bufs,
+        status,
+        gather,
+        ..
+    } = slot;
+    release_send_bufs(inner, bufs, gather, &status, later);
     later.push(Box::new(status));
 }
 
@@ -403,12 +409,12 @@ impl UringDriver {
             inner: RefCell::new(Inner {
                 ring,
                 ops: Slab::new(),
+                sends: Slab::new(),
                 cqes: Vec::with_capacity(64),
                 eventfd_read: ReadBuf::new(),
                 shutting_down: false,
                 pools: Vec::new(),
                 rearm: Vec::new(),
-                spare_iovs: Vec::new(),
                 spare_writev: Vec::new(),
             }),
             counters: Counters::default(),
@@ -482,40 +488,6 @@ impl UringDriver {
 
     /// Start a prepared operation: take a slot, queue its SQE (no syscall unless the SQ is full).
     pub(crate) fn start(&self, p: Prepared) -> Result<OpId, IoError> {
-        self.start_with(p, None)
-    }
-
-    /// A gather header for a detached send, reusing a finished one's allocation.
-    pub(crate) fn take_writev_extras(&self) -> Box<WritevExtras> {
-        self.inner
-            .borrow_mut()
-            .spare_writev
-            .pop()
-            .unwrap_or_else(WritevExtras::boxed)
-    }
-
-    /// Start a detached send (prepared from pointers into `d.bufs`): on failure its buffers
-    /// are released before this returns.
-    pub(crate) fn start_detached(&self, p: Prepared, d: Detached) -> Result<(), IoError> {
-        let status = d.status.clone();
-        self.start_with(p, Some(d))?;
-        status.started();
-        Ok(())
-    }
-
-    /// Release the buffers of a detached send that was never started.
-    pub(crate) fn release_detached(&self, d: Detached) {
-        let mut later = Vec::new();
-        release_unstarted(&mut self.inner.borrow_mut(), d, &mut later);
-        drop(later);
-    }
-
-    /// An empty `iovec` list for a gather, reusing a finished gather's allocation.
-    pub(crate) fn take_iov(&self) -> Vec<IoSlice> {
-        self.inner.borrow_mut().spare_iovs.pop().unwrap_or_default()
-    }
-
-    fn start_with(&self, p: Prepared, detached: Option<Detached>) -> Result<OpId, IoError> {
         let mut inner = self.inner.borrow_mut();
         let sqe = p.sqe;
         let state = OpState {
@@ -531,14 +503,13 @@ impl UringDriver {
             armed: true,
             held: 0,
             paused: false,
-            detached,
         };
         if let OpKind::RecvPool { pool } = state.kind {
             if usize::from(pool) >= inner.pools.len() {
                 return Err(IoError::new(ErrorKind::InvalidInput));
             }
         }
-        let Some(key) = inner.ops.insert(state) else {
+        let Ok(key) = inner.ops.insert(state) else {
             return Err(IoError::new(ErrorKind::OutOfMemory));
         };
         match self.push(&mut inner, &sqe, key) {
@@ -548,16 +519,65 @@ impl UringDriver {
             }
             Err(e) => {
                 // Never reached the kernel: its memory can go at once.
-                let mut released = inner.ops.remove(key);
-                let mut later = Vec::new();
-                if let Some(d) = released.as_mut().and_then(|op| op.detached.take()) {
-                    release_unstarted(&mut inner, d, &mut later);
-                }
+                let released = inner.ops.remove(key);
                 drop(inner);
-                drop((released, later));
+                drop(released);
                 Err(e)
             }
         }
+    }
+
+    /// A gather header for a detached send, reusing a finished one's allocation (and its
+    /// `iovec` list's, emptied).
+    pub(crate) fn take_writev_extras(&self) -> Box<WritevExtras> {
+        self.inner
+            .borrow_mut()
+            .spare_writev
+            .pop()
+            .unwrap_or_else(WritevExtras::boxed)
+    }
+
+    /// Start a detached send: `sqe` points into `slot` (its buffers and gather header). On
+    /// success `status` (the slot's) counts it in flight; on failure its buffers are released
+    /// before this returns.
+    pub(crate) fn start_send(
+        &self,
+        sqe: &Sqe,
+        slot: SendSlot,
+        status: &SendStatus,
+    ) -> Result<(), IoError> {
+        let mut inner = self.inner.borrow_mut();
+        let mut later = Vec::new();
+        let res = match inner.sends.insert(slot) {
+            Ok(key) => match self.push(&mut inner, sqe, key | SEND_TAG) {
+                Ok(()) => {
+                    add(&self.counters.ops, 1);
+                    status.started();
+                    return Ok(());
+                }
+                Err(e) => {
+                    // Never reached the kernel: its memory can go at once.
+                    if let Some(slot) = inner.sends.remove(key) {
+                        release_unstarted(&mut inner, slot, &mut later);
+                    }
+                    Err(e)
+                }
+            },
+            Err(slot) => {
+                release_unstarted(&mut inner, slot, &mut later);
+                Err(IoError::new(ErrorKind::OutOfMemory))
+            }
+        };
+        drop(inner);
+        drop(later);
+        res
+    }
+
+    /// Release the buffers of a detached send that was never started.
+    pub(crate) fn release_send(&self, slot: SendSlot) {
+        let mut later = Vec::new();
+        release_unstarted(&mut self.inner.borrow_mut(), slot, &mut later);
+        drop(later);
     }
 
     pub(crate) fn poll_op_impl(&self, id: OpId, cx: &mut Context<'_>) -> Poll<Completion> {
@@ -712,7 +732,8 @@ impl UringDriver {
     }
 
     pub(crate) fn in_flight_impl(&self) -> usize {
-        self.inner.borrow().ops.len()
+        let inner = self.inner.borrow();
+        inner.ops.len() + inner.sends.len()
     }
 
     /// One loop iteration: submit everything queued and wait for a completion, the deadline or
@@ -823,6 +844,10 @@ impl UringDriver {
                 return;
             }
             CANCEL_UD => return,
+            _ if ud & SEND_TAG != 0 => {
+                self.on_send_cqe(inner, ud, res, flags, wakers, released);
+                return;
+            }
             _ => {}
         }
         let more = cqueue::more(flags);
@@ -847,17 +872,12 @@ impl UringDriver {
                 // Nobody will read it: straight back to the ring.
                 if let Some(p) = inner.pools.get_mut(usize::from(pool)) {
                     p.taken(bid, ud);
-                    p.give_back(bid);
+                    let _ = p.give_back(bid);
                 }
             }
             if !more {
                 released.extend(op.keepalive.take());
-                let detached = op.detached.take();
                 inner.ops.free(ud);
-                if let Some(d) = detached {
-                    let result = result_of(OpKind::Other, res);
-                    finish_detached(inner, d, result, wakers, released);
-                }
             }
             return;
         }
@@ -903,19 +923,6 @@ impl UringDriver {
             return;
         };
         if !completion.more {
-            if let Some(d) = op.detached.take() {
-                // Nobody polls a detached send: finish it here. The kernel is done with a
-                // gather's header: kept for the next gather.
-                let extras = op.extras.take();
-                inner.ops.free(ud);
-                if let Some(Ok(gather)) = extras.map(|e| e.downcast::<WritevExtras>()) {
-                    if inner.spare_writev.len() < SPARE_IOVS {
-                        inner.spare_writev.push(gather);
-                    }
-                }
-                finish_detached(inner, d, completion.result, wakers, released);
-                return;
-            }
             op.done = true;
         }
         op.push_completion(completion);
@@ -924,6 +931,43 @@ impl UringDriver {
 }
 
 impl UringDriver {
+    /// A CQE of a detached send: nobody polls it, so the driver finishes it here (a gather
+    /// on a descriptor that is not a socket is re-submitted as `WRITEV` first).
+    fn on_send_cqe(
+        &self,
+        inner: &mut Inner,
+        ud: u64,
+        res: i32,
+        flags: u32,
+        wakers: &mut Vec<Waker>,
+        released: &mut Vec<Box<dyn Any>>,
+    ) {
+        let key = ud & !SEND_TAG;
+        let Some(slot) = inner.sends.get_mut(key) else {
+            add(&self.counters.stale_cqes, 1);
+            return;
+        };
+        add(&self.counters.completed, 1);
+        if cqueue::more(flags) {
+            return; // not a final CQE (plain sends have none of these)
+        }
+        if res == -libc::ENOTSOCK && !slot.fallback {
+            if let Some(sqe) = slot.gather.as_deref().map(|g| g.fallback.clone()) {
+                slot.fallback = true;
+                // Still unfinished: the memory the WRITEV points into is the slot's.
+                if self.push(inner, &sqe, ud).is_ok() {
+                    return;
+                }
+            }
+        }
+        if res == -libc::ECANCELED {
+            add(&self.counters.cancels_effective, 1);
+        }
+        if let Some(slot) = inner.sends.remove(key) {
+            finish_send(inner, slot, result_of(OpKind::Other, res), wakers, released);
+        }
+    }
+
     /// A CQE of a live pooled receive: data goes to the owner with its buffer (always as a
     /// non-final completion); running out of buffers, a back-pressure pause or the kernel
     /// ending the multishot re-arms it later; end of stream and errors end it.
@@ -996,18 +1040,19 @@ impl UringDriver {
                 // The kernel ended the multishot with data (CQ overflow, say): go on.
                 rearm.push(ud);
             }
-        } else if !op.done && op.armed && !op.paused && op.held >= POOL_HOLD_LIMIT {
-            // Back-pressure: stop the kernel receive; the owner resumes it by releasing.
+        }
+        // Back-pressure: stop the kernel receive; the owner resumes it by releasing.
+        let pause = !op.done && op.armed && !op.paused && op.held >= POOL_HOLD_LIMIT;
+        if pause {
             op.paused = true;
             add(&self.counters.pool_pauses, 1);
-            let _ = self.push(inner, &Sqe::cancel(ud), CANCEL_UD);
         }
-        let Some(op) = inner.ops.get_mut(ud) else {
-            return;
-        };
         if let Some(c) = completion {
             op.push_completion(c);
             wakers.extend(op.waker.take());
+        }
+        if pause {
+            let _ = self.push(inner, &Sqe::cancel(ud), CANCEL_UD);
         }
     }
 }
@@ -1041,6 +1086,10 @@ impl Drop for UringDriver {
                     let _ = self.push(&mut inner, &Sqe::cancel(key), CANCEL_UD);
                 }
             }
+            for key in inner.sends.keys() {
+                add(&self.counters.cancels, 1);
+                let _ = self.push(&mut inner, &Sqe::cancel(key | SEND_TAG), CANCEL_UD);
+            }
             if inner.eventfd_read.armed() {
                 let _ = self.push(&mut inner, &Sqe::cancel(EVENTFD_UD), CANCEL_UD);
             }
@@ -1050,7 +1099,7 @@ impl Drop for UringDriver {
         loop {
             {
                 let inner = self.inner.get_mut();
-                if inner.ops.len() == 0 && !inner.eventfd_read.armed() {
+                if inner.ops.len() == 0 && inner.sends.len() == 0 && !inner.eventfd_read.armed() {
                     break;
                 }
                 let now = sys::monotonic_nanos();
@@ -1070,8 +1119,9 @@ impl Drop for UringDriver {
         // Whatever the kernel did not finish with: leak it (keep-alives, sockaddrs...).
         // `ReadBuf` leaks itself if its read is still armed, a `BufRing` unless marked below.
         let inner = self.inner.get_mut();
-        if inner.ops.len() == 0 {
-            // No receive can pick a buffer any more: unregister the groups and free them.
+        if inner.ops.len() == 0 && inner.sends.len() == 0 {
+            // No receive can pick a buffer, and no send read one, any more: unregister the
+            // groups and free them.
             for (bgid, pool) in inner.pools.iter_mut().enumerate() {
                 if inner.ring.unregister_buf_ring(bgid as u16).is_ok() {
                     pool.ring.mark_unregistered();
@@ -1080,6 +1130,9 @@ impl Drop for UringDriver {
         }
         for op in inner.ops.drain() {
             mem::forget(op);
+        }
+        for send in inner.sends.drain() {
+            mem::forget(send);
         }
     }
 }
@@ -1148,5 +1201,10 @@ mod tests {
     #[test]
     fn slab_keys_stay_clear_of_reserved_user_data() {
         assert!(CANCEL_UD >> 32 == u64::from(u32::MAX) && (CANCEL_UD & 0xffff_ffff) >= 1 << 31);
+        // Slab indices stay below the send tag, and a tagged index below bit 31.
+        assert!(crate::slab::MAX_SLOTS as u64 <= SEND_TAG && SEND_TAG < 1 << 31);
+        let mut sends: Slab<u8> = Slab::new();
+        let key = sends.insert(1).expect("slot");
+        assert_eq!(key & SEND_TAG, 0);
     }
 }

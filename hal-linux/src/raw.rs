@@ -21,7 +21,7 @@ use seastar_hal::io::{
 };
 use seastar_hal::{ErrorKind, IoError};
 
-use crate::driver::{Detached, OpKind, Prepared, UringDriver};
+use crate::driver::{OpKind, Prepared, SendSlot, UringDriver};
 use crate::sys::Sqe;
 
 /// A socket address laid out for the kernel.
@@ -81,11 +81,14 @@ fn len32(len: usize) -> u32 {
 }
 
 /// What a `Writev` keeps in its slot: the SENDMSG's header, and the WRITEV to resubmit if
-/// the descriptor is not a socket.
+/// the descriptor is not a socket. A detached gather keeps its `iovec`s here too.
 pub(crate) struct WritevExtras {
     /// Read by the kernel through the SENDMSG's pointer.
     msg: libc::msghdr,
     pub(crate) fallback: Sqe,
+    /// A detached gather's slices (empty otherwise: a `Writev`'s array is the caller's). The
+    /// heap array is read by the kernel through `msg`; never resized while in flight.
+    pub(crate) iov: Vec<seastar_hal::io::IoSlice>,
 }
 
 impl WritevExtras {
@@ -98,6 +101,7 @@ impl WritevExtras {
             msg: unsafe { std::mem::zeroed() },
             // SAFETY: a NOP points at nothing.
             fallback: unsafe { Sqe::new(opcode::Nop::new().build()) },
+            iov: Vec::new(),
         })
     }
 
@@ -307,7 +311,7 @@ impl IoDriver for UringDriver {
     }
 
     /// One `SEND` (one buffer) or `SENDMSG` (a gather), with `MSG_WAITALL`, whose slot owns
-    /// the buffers and the `iovec`s until its final CQE.
+    /// the buffers and the gather's header and `iovec`s until its final CQE.
     fn send_detached(
         &self,
         fd: HalFd,
@@ -315,70 +319,49 @@ impl IoDriver for UringDriver {
         status: &Rc<SendStatus>,
     ) -> Result<(), IoError> {
         let len = bufs.len();
-        if let SendBufs::One(b) = &bufs {
-            // The common case, built directly (no `RawOp` round trip through `prepare`).
-            let entry = opcode::Send::new(Fd(fd), b.as_ptr(), len32(b.len()))
-                .flags(send_flags(true))
-                .build();
-            let prepared = Prepared {
-                kind: OpKind::Other,
-                // SAFETY: the bytes are the `SendBuf`'s (memory that stays put while it moves,
-                // by its constructors), which moves into the op's slot and stays there until
-                // the final CQE (or is leaked if the driver is dropped first).
-                sqe: unsafe { Sqe::new(entry) },
-                resubmit: None,
-                extras: None,
-            };
-            let detached = Detached {
-                bufs,
-                iov: Vec::new(),
-                status: status.clone(),
-                len,
-            };
-            return self.start_detached(prepared, detached);
-        }
-        let mut iov = self.take_iov();
-        let op = bufs.whole_op(fd, &mut iov);
-        let detached = Detached {
+        let (entry, gather) = match &bufs {
+            // The common case, built directly (no `RawOp` round trip).
+            SendBufs::One(b) => (
+                opcode::Send::new(Fd(fd), b.as_ptr(), len32(b.len()))
+                    .flags(send_flags(true))
+                    .build(),
+                None,
+            ),
+            SendBufs::Gather(_) => {
+                // A finished gather's header and list, reused: no allocation per gather.
+                let mut gather = self.take_writev_extras();
+                let RawOp::Writev {
+                    iov, count, whole, ..
+                } = bufs.whole_op(fd, &mut gather.iov)
+                else {
+                    self.release_send(SendSlot {
+                        bufs,
+                        status: status.clone(),
+                        len,
+                        gather: Some(gather),
+                        fallback: false,
+                    });
+                    return Err(IoError::new(ErrorKind::InvalidInput));
+                };
+                // SAFETY: the slices point into the `SendBuf`s' bytes (memory that stays put
+                // while they move, by `SendBuf`'s constructors) and their array is the heap
+                // array of `gather.iov`, never resized while in flight; both move into the
+                // send's slot below.
+                let entry = unsafe { gather.sendmsg(fd, iov, count, whole) };
+                (entry, Some(gather))
+            }
+        };
+        let slot = SendSlot {
             bufs,
-            iov,
             status: status.clone(),
             len,
+            gather,
+            fallback: false,
         };
-        // The pointers are into `detached`: the `SendBuf`s' bytes (memory that stays put while
-        // they move, by `SendBuf`'s constructors) and the heap array of `iov`, which is never
-        // resized; `detached` moves into the op's slot, which keeps it until the final CQE (or
-        // leaks it if the driver is dropped first).
-        let prepared = match op {
-            RawOp::Writev {
-                fd,
-                iov,
-                count,
-                whole,
-            } => {
-                // A finished gather's header, reused: no allocation per gather.
-                let mut gather = self.take_writev_extras();
-                // SAFETY: the slices point into `detached` (above).
-                let entry = unsafe { gather.sendmsg(fd, iov, count, whole) };
-                Ok(Prepared {
-                    kind: OpKind::WritevMsg,
-                    // SAFETY: the msghdr is `gather`'s, which moves into the op's slot with
-                    // `detached`.
-                    sqe: unsafe { Sqe::new(entry) },
-                    resubmit: None,
-                    extras: Some(gather),
-                })
-            }
-            // SAFETY: as above.
-            op => unsafe { prepare(op, false) },
-        };
-        let prepared = match prepared {
-            Ok(p) => p,
-            Err(e) => {
-                self.release_detached(detached);
-                return Err(e);
-            }
-        };
-        self.start_detached(prepared, detached)
+        // SAFETY: the SQE points into `slot`: the `SendBuf`s' bytes (memory that stays put
+        // while they move) and the gather's boxed header and `iovec` array; the slot stays in
+        // the driver until the final CQE (or is leaked if the driver is dropped first).
+        let sqe = unsafe { Sqe::new(entry) };
+        self.start_send(&sqe, slot, status)
     }
 }

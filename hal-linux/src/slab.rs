@@ -3,8 +3,8 @@
 //! next occupant.
 
 /// Indices stay below this, so keys never collide with the driver's reserved `user_data`
-/// values at the top of the `u64` range.
-const MAX_SLOTS: usize = 1 << 31;
+/// values at the top of the `u64` range, and bit 30 is free to tag which slab a key is of.
+pub(crate) const MAX_SLOTS: usize = 1 << 30;
 
 #[derive(Debug)]
 struct Entry<T> {
@@ -36,8 +36,8 @@ impl<T> Slab<T> {
         }
     }
 
-    /// Store `value`; `None` when all slots are taken.
-    pub(crate) fn insert(&mut self, value: T) -> Option<u64> {
+    /// Store `value`; handed back when all slots are taken.
+    pub(crate) fn insert(&mut self, value: T) -> Result<u64, T> {
         let index = match self.free.pop() {
             Some(i) => i,
             None if self.entries.len() < MAX_SLOTS => {
@@ -47,12 +47,12 @@ impl<T> Slab<T> {
                 });
                 (self.entries.len() - 1) as u32
             }
-            None => return None,
+            None => return Err(value),
         };
         let e = &mut self.entries[index as usize];
         e.value = Some(value);
         self.len += 1;
-        Some(key(index, e.gen))
+        Ok(key(index, e.gen))
     }
 
     pub(crate) fn get_mut(&mut self, key: u64) -> Option<&mut T> {

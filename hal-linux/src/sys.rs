@@ -11,7 +11,7 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use io_uring::types::{Fd, SubmitArgs, Timespec};
 use io_uring::{cqueue, opcode, squeue, EnterFlags, IoUring, Probe};
@@ -96,6 +96,53 @@ pub(crate) enum Wait {
 pub(crate) struct Ring {
     ring: IoUring,
     features: Features,
+    /// The ring's index among the creating thread's registered rings
+    /// (`IORING_REGISTER_RING_FDS`), if registered: enters name it with
+    /// `IORING_ENTER_REGISTERED_RING` instead of the descriptor, which saves the kernel a
+    /// descriptor lookup and a shared reference count per enter. Unregistered on drop.
+    registered: Option<u32>,
+}
+
+/// `struct io_uring_rsrc_update` (for `IORING_(UN)REGISTER_RING_FDS`).
+#[repr(C)]
+struct RsrcUpdate {
+    offset: u32,
+    resv: u32,
+    data: u64,
+}
+
+/// `struct io_uring_getevents_arg` (`IORING_ENTER_EXT_ARG`).
+#[repr(C)]
+struct GeteventsArg {
+    sigmask: u64,
+    sigmask_sz: u32,
+    min_wait_usec: u32,
+    ts: u64,
+}
+
+const IORING_REGISTER_RING_FDS: libc::c_long = 20;
+const IORING_UNREGISTER_RING_FDS: libc::c_long = 21;
+
+/// Register `fd` (a ring) with the calling thread; its index, or `None` if the kernel
+/// refuses (older than 5.18, or the thread's 16 slots are taken).
+fn register_ring_fd(fd: RawFd) -> Option<u32> {
+    let mut up = RsrcUpdate {
+        offset: u32::MAX, // any free slot
+        resv: 0,
+        data: fd as u64,
+    };
+    // SAFETY: `up` is a valid, writable `io_uring_rsrc_update` (the kernel writes the slot
+    // into `offset`), and the count says one.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_io_uring_register,
+            fd,
+            IORING_REGISTER_RING_FDS,
+            std::ptr::from_mut(&mut up),
+            1,
+        )
+    };
+    (rc == 1).then_some(up.offset)
 }
 
 impl std::fmt::Debug for Ring {
@@ -122,6 +169,7 @@ fn ladder(config: &UringConfig) -> Vec<SetupFlags> {
         coop_taskrun,
         submit_all,
         sqpoll: config.sqpoll_idle_ms.is_some(),
+        no_sqarray: false,
     };
     let mut out = Vec::new();
     if config.sqpoll_idle_ms.is_some() {
@@ -129,6 +177,11 @@ fn ladder(config: &UringConfig) -> Vec<SetupFlags> {
     } else {
         if config.defer_taskrun {
             out.extend([
+                // NO_SQARRAY came after DEFER_TASKRUN (6.6 vs 6.1): only on the top rung.
+                SetupFlags {
+                    no_sqarray: true,
+                    ..f(true, true, true, true)
+                },
                 f(true, true, true, true),
                 f(true, true, false, true),
                 f(true, true, false, false),
@@ -166,6 +219,9 @@ impl Ring {
             }
             if flags.submit_all {
                 b.setup_submit_all();
+            }
+            if flags.no_sqarray {
+                b.setup_no_sqarray();
             }
             if let Some(idle) = config.sqpoll_idle_ms {
                 b.setup_sqpoll(idle);
@@ -209,9 +265,15 @@ impl Ring {
                 .submit_with_args_and_flags(0, &args, EnterFlags::ABS_TIMER)
                 .is_ok()
         };
+        let registered = if setup.sqpoll {
+            None
+        } else {
+            register_ring_fd(ring.as_raw_fd())
+        };
         let features = Features {
             setup,
             refused,
+            registered_ring: registered.is_some(),
             ext_arg: true,
             abs_timer,
             nodrop: params.is_feature_nodrop(),
@@ -221,7 +283,11 @@ impl Ring {
             sq_entries: params.sq_entries(),
             cq_entries: params.cq_entries(),
         };
-        Ok(Ring { ring, features })
+        Ok(Ring {
+            ring,
+            features,
+            registered,
+        })
     }
 
     pub(crate) fn features(&self) -> &Features {
@@ -255,6 +321,9 @@ impl Ring {
     /// `GETEVENTS` (with `DEFER_TASKRUN`, completion work runs only in such an enter).
     pub(crate) fn enter(&mut self, wait: Wait) -> io::Result<usize> {
         let to_submit = self.sq_len() as u32;
+        if let Some(index) = self.registered {
+            return self.enter_registered(index, to_submit, wait);
+        }
         let submitter = self.ring.submitter();
         match wait {
             Wait::Poll if self.features.setup.sqpoll => submitter.submit(),
@@ -285,6 +354,61 @@ impl Ring {
                 let args = SubmitArgs::new().timespec(&ts);
                 submitter.submit_with_args_and_flags(1, &args, flags)
             }
+        }
+    }
+
+    /// [`enter`](Self::enter) through the registered ring index (never with SQPOLL).
+    fn enter_registered(&self, index: u32, to_submit: u32, wait: Wait) -> io::Result<usize> {
+        let mut flags = EnterFlags::GETEVENTS | EnterFlags::REGISTERED_RING;
+        let (min_complete, ts) = match wait {
+            Wait::Poll => (0, None),
+            Wait::Forever => (1, None),
+            Wait::Until {
+                abs_nanos,
+                rel_nanos,
+            } => {
+                flags |= EnterFlags::EXT_ARG;
+                if self.features.abs_timer {
+                    flags |= EnterFlags::ABS_TIMER;
+                    (1, Some(timespec(abs_nanos)))
+                } else {
+                    (1, Some(timespec(rel_nanos)))
+                }
+            }
+        };
+        // A null signal mask: the size is not read.
+        let arg = ts.as_ref().map(|ts| GeteventsArg {
+            sigmask: 0,
+            sigmask_sz: 0,
+            min_wait_usec: 0,
+            ts: std::ptr::from_ref(ts) as u64,
+        });
+        let (arg_ptr, arg_size) = match &arg {
+            Some(a) => (
+                std::ptr::from_ref(a).cast::<libc::c_void>(),
+                std::mem::size_of::<GeteventsArg>(),
+            ),
+            None => (std::ptr::null(), 0),
+        };
+        // SAFETY: `index` is this thread's registration of this ring (rings stay on their
+        // creating thread); `arg`, when given, is a valid `io_uring_getevents_arg` pointing at a
+        // valid timespec, both alive until the call returns; the SQEs it submits carry the
+        // `Sqe` promise.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_io_uring_enter,
+                index,
+                to_submit,
+                min_complete,
+                flags.bits(),
+                arg_ptr,
+                arg_size,
+            )
+        };
+        if rc < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(rc as usize)
         }
     }
 
@@ -489,6 +613,30 @@ impl Drop for BufRing {
             }
         }
         // Otherwise leak: the kernel may still write into the buffers.
+    }
+}
+
+impl Drop for Ring {
+    fn drop(&mut self) {
+        if let Some(index) = self.registered.take() {
+            let up = RsrcUpdate {
+                offset: index,
+                resv: 0,
+                data: 0,
+            };
+            // SAFETY: `up` is a valid `io_uring_rsrc_update` naming this thread's registration
+            // of this ring (the kernel only reads it). Without this, the registration would
+            // keep the ring open until the thread exits.
+            let _ = unsafe {
+                libc::syscall(
+                    libc::SYS_io_uring_register,
+                    self.ring.as_raw_fd(),
+                    IORING_UNREGISTER_RING_FDS,
+                    std::ptr::from_ref(&up),
+                    1,
+                )
+            };
+        }
     }
 }
 

@@ -6,7 +6,7 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -15,10 +15,19 @@ use std::task::{Context, Waker};
 use common::{block_on, park_until, pattern, platform, tcp_pair};
 use seastar_hal::io::{IoDriver, RecvStream, SendBuf, SendBufs, SendStatus};
 use seastar_hal::{ErrorKind, Platform};
+use seastar_hal_linux::UringPlatform;
 
 /// More than loopback socket buffers take (they autotune to several MiB) before the peer
 /// reads: the kernel must resume the send (`MSG_WAITALL`), with nobody polling it.
 const BIG: usize = 16 * 1024 * 1024;
+
+/// Start a detached send of [`BIG`] bytes on `fd`: it stays in the kernel until the peer
+/// reads them or the connection fails.
+fn start_big_send(p: &UringPlatform, fd: RawFd, status: &Rc<SendStatus>) {
+    p.io()
+        .send_detached(fd, SendBufs::One(SendBuf::from_vec(vec![7u8; BIG])), status)
+        .expect("send");
+}
 
 #[test]
 fn detached_sends_go_out_whole_in_order_and_wake_only_the_status() {
@@ -119,14 +128,7 @@ fn a_failed_detached_send_is_reported_to_the_status() {
     let (ours, peer) = tcp_pair();
     common::reset(peer);
     let status = Rc::new(SendStatus::default());
-    let big = vec![7u8; BIG];
-    p.io()
-        .send_detached(
-            ours.as_raw_fd(),
-            SendBufs::One(SendBuf::from_vec(big)),
-            &status,
-        )
-        .expect("send");
+    start_big_send(&p, ours.as_raw_fd(), &status);
     park_until(&p, || status.in_flight() == 0);
     let e = status.take_error().expect("the failure is reported");
     assert!(
@@ -199,4 +201,48 @@ fn consecutive_detached_gathers_send_every_byte_in_order() {
     peer.read_exact(&mut got).expect("peer read");
     assert!(got == expected, "bytes lost or reordered");
     assert_eq!(p.io().in_flight(), 0);
+}
+
+/// A detached gather on a descriptor that is not a socket (a pipe): the driver's `SENDMSG`
+/// fails with `ENOTSOCK` and is re-submitted as `WRITEV` from the same slot; the bytes arrive
+/// whole and in order, and the next gather (reusing the finished one's header) does too.
+#[test]
+fn a_detached_gather_on_a_pipe_falls_back_to_writev() {
+    let p = platform();
+    let (mut reader, writer) = std::io::pipe().expect("pipe");
+    let status = Rc::new(SendStatus::default());
+    for word in [&b"one|"[..], b"two|"] {
+        let gather = vec![
+            SendBuf::from_static(word),
+            SendBuf::from_vec(b"vec|".to_vec()),
+        ];
+        p.io()
+            .send_detached(writer.as_raw_fd(), SendBufs::Gather(gather), &status)
+            .expect("send");
+        park_until(&p, || status.in_flight() == 0);
+        assert_eq!(status.take_error(), None);
+    }
+    assert_eq!(p.io().in_flight(), 0);
+    drop(writer);
+    let mut got = Vec::new();
+    reader.read_to_end(&mut got).expect("read");
+    assert_eq!(got, b"one|vec|two|vec|");
+}
+
+/// Dropping the platform with a detached send stuck in the kernel (the peer reads nothing):
+/// the driver cancels it, waits for its final CQE, then releases the bytes and tells the
+/// status, so the status ends up with no send in flight and no reference from the driver.
+#[test]
+fn dropping_the_platform_finishes_a_detached_send_in_flight() {
+    let p = platform();
+    let (ours, _peer) = tcp_pair();
+    let status = Rc::new(SendStatus::default());
+    start_big_send(&p, ours.as_raw_fd(), &status);
+    // Hand it to the kernel; it blocks once the socket buffers are full.
+    p.park(Some(p.now()));
+    assert_eq!((status.in_flight(), p.io().in_flight()), (1, 1));
+    drop(p);
+    assert_eq!(status.in_flight(), 0, "finished by the drop");
+    assert!(status.take_error().is_some(), "cut short: reported");
+    assert_eq!(Rc::strong_count(&status), 1, "the driver let go of it");
 }

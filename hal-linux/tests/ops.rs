@@ -21,6 +21,8 @@ fn probe_reports_the_setup_used() {
     assert!(!f.setup.sqpoll);
     // DEFER_TASKRUN is never used without SINGLE_ISSUER.
     assert!(!f.setup.defer_taskrun || f.setup.single_issuer);
+    // NO_SQARRAY is tried only on the top rung (with DEFER_TASKRUN).
+    assert!(!f.setup.no_sqarray || f.setup.defer_taskrun);
     // Whatever was refused was tried before the combination in use.
     assert!(!f.refused.contains(&f.setup));
     assert!(f.sq_entries >= 256 && f.cq_entries >= f.sq_entries);
@@ -349,6 +351,7 @@ fn bad_descriptor_is_an_error_not_a_panic() {
 fn works_without_defer_taskrun() {
     let p = UringPlatform::new(UringConfig::new().defer_taskrun(false)).expect("platform");
     assert!(!p.features().setup.defer_taskrun);
+    assert!(!p.features().setup.no_sqarray);
     assert_eq!(block_on(&p, Op::nop(p.io()).expect("nop")).0.result, Ok(0));
     let deadline = p.now() + Duration::from_millis(10);
     assert_eq!(
@@ -386,4 +389,27 @@ fn works_with_sqpoll_when_permitted() {
     let n = complete_read(&c, &mut buf).expect("ok");
     buf.truncate(n);
     assert_eq!(buf, b"sq");
+}
+
+/// A ring registers itself with its thread (enters then skip the descriptor lookup) and
+/// unregisters on drop: a thread has only 16 registration slots, so creating and dropping
+/// more platforms than that on one thread keeps getting registered rings that work.
+#[test]
+fn rings_register_with_their_thread_and_give_the_slot_back() {
+    let first = platform();
+    if !first.features().registered_ring {
+        return; // a kernel older than 5.18: plain enters
+    }
+    drop(first);
+    for _ in 0..40 {
+        let p = platform();
+        assert!(p.features().registered_ring, "slot not given back");
+        let deadline = p.now() + Duration::from_millis(1);
+        assert_eq!(
+            block_on(&p, Op::timeout(p.io(), deadline).expect("t"))
+                .0
+                .result,
+            Ok(0)
+        );
+    }
 }

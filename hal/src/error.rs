@@ -105,11 +105,13 @@ impl fmt::Display for OsCode {
 
 impl IoError {
     /// An error of `kind` with no platform code.
+    #[inline]
     pub const fn new(kind: ErrorKind) -> Self {
         IoError { kind, code: None }
     }
 
     /// An error of `kind` carrying the platform's own code.
+    #[inline]
     pub const fn with_os_code(kind: ErrorKind, code: i32) -> Self {
         IoError {
             kind,
@@ -118,11 +120,13 @@ impl IoError {
     }
 
     /// The portable kind.
+    #[inline]
     pub const fn kind(&self) -> ErrorKind {
         self.kind
     }
 
     /// The platform's own code (an `errno` on Linux), if any.
+    #[inline]
     pub const fn raw_os_error(&self) -> Option<i32> {
         self.code
     }

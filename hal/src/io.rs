@@ -258,6 +258,7 @@ pub struct Completion {
 
 impl Completion {
     /// The pool buffer this completion carries, if any (see [`COMPLETION_BUFFER`]).
+    #[inline]
     pub const fn buffer(&self) -> Option<u16> {
         if self.flags & COMPLETION_BUFFER != 0 {
             Some((self.flags >> 16) as u16)
@@ -267,6 +268,7 @@ impl Completion {
     }
 
     /// A final completion with no flags.
+    #[inline]
     pub const fn done(result: Result<u32, IoError>) -> Self {
         Completion {
             result,
@@ -395,6 +397,7 @@ pub enum SendBufRest {
 
 impl SendBuf {
     /// `'static` bytes (no allocation, nothing to free).
+    #[inline]
     pub fn from_static(bytes: &'static [u8]) -> Self {
         SendBuf {
             ptr: bytes.as_ptr(),
@@ -404,6 +407,7 @@ impl SendBuf {
     }
 
     /// A `Vec`'s initialised bytes; the `Vec` is freed when the send is finished.
+    #[inline]
     pub fn from_vec(bytes: Vec<u8>) -> Self {
         SendBuf {
             ptr: bytes.as_ptr(),
@@ -424,21 +428,25 @@ impl SendBuf {
 
     /// Start of the bytes: valid for reads of [`len`](Self::len) bytes while this value lives
     /// (it may move).
+    #[inline]
     pub fn as_ptr(&self) -> *const u8 {
         self.ptr
     }
 
     /// Number of bytes.
+    #[inline]
     pub fn len(&self) -> usize {
         self.len
     }
 
     /// No bytes.
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
     /// The send is finished: free what can be freed now, and say what is left to do.
+    #[inline]
     pub fn finish(self) -> SendBufRest {
         match self.owner {
             SendOwner::Static | SendOwner::Vec(_) => SendBufRest::Done,
@@ -465,6 +473,7 @@ pub enum SendBufs {
 
 impl SendBufs {
     /// Total bytes.
+    #[inline]
     pub fn len(&self) -> usize {
         match self {
             SendBufs::One(b) => b.len(),
@@ -473,6 +482,7 @@ impl SendBufs {
     }
 
     /// No bytes at all.
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -536,16 +546,19 @@ impl core::fmt::Debug for SendStatus {
 
 impl SendStatus {
     /// Detached sends started and not yet finished.
+    #[inline]
     pub fn in_flight(&self) -> u32 {
         self.in_flight.get()
     }
 
     /// Take the first failure since the last call (a failed or short send).
+    #[inline]
     pub fn take_error(&self) -> Option<IoError> {
         self.error.take()
     }
 
     /// Whether a failure waits to be taken.
+    #[inline]
     pub fn has_error(&self) -> bool {
         // `Option<IoError>` is `Copy`: read it without taking.
         self.error.get().is_some()
@@ -579,6 +592,7 @@ impl SendStatus {
     }
 
     /// For drivers: a send was started.
+    #[inline]
     pub fn started(&self) {
         self.in_flight.set(self.in_flight.get() + 1);
     }
@@ -586,6 +600,7 @@ impl SendStatus {
     /// For drivers: a send finished with `result` (the count sent, of `len` bytes). Returns
     /// the waker to wake (after the driver released its own borrows), if the owner waits.
     #[must_use = "wake the returned waker"]
+    #[inline]
     pub fn finished(&self, result: Result<u32, IoError>, len: usize) -> Option<Waker> {
         self.in_flight.set(self.in_flight.get().saturating_sub(1));
         let failure = match result {
