@@ -6,7 +6,8 @@
 //! (start-up and shutdown aside: take the difference of two `N`). `spin` is `idle` with a
 //! 10 s idle-poll window and task quota, so that under valgrind (where time runs slowly) both cores spin
 //! as they do natively; the waiting is then all in `Executor::spin`, and a core's total
-//! minus that function's inclusive cost is its work.
+//! minus that function's inclusive cost, plus that of `CoreSmp::serve` (the messages the
+//! spin serves itself), is its work.
 //!
 //! ```text
 //! cargo build --release -p seastar --example submit_cost

@@ -27,6 +27,24 @@
 //! While I/O is in flight, a non-blocking `park` every [`IO_POLL_EVERY`] collects the
 //! completions that need a system call, so spinning delays I/O by at most that much.
 //!
+//! # Serving messages in the spin (the fast path)
+//!
+//! A message found while spinning is served right there ([`CoreSmp::serve`]): arriving
+//! work is spawned and polled on the spot (charged, watched and stall-checked like any
+//! poll; its reply visible to the caller as it is sent, the fence and doorbell check
+//! following at the end of the drain), and an arriving reply
+//! completes its slot and wakes its awaiter. Only when that leaves something to run (the
+//! root future woken, a task queued), a timer due, or [`SERVE_BUDGET`] messages served does
+//! the spin hand the core back to the loop, with its latest clock reading, which the loop
+//! uses instead of reading the clock again. So a core serving a stream of requests answers
+//! each without a loop pass (no timer sweep, remote-queue check or clock read of the loop's
+//! own), and a caller whose reply lands while it spins goes straight to polling its task.
+//! The window restarts with each message served. Everything the loop guarantees still
+//! holds: the rounds that look at timers, wakes and I/O (above) go on between messages;
+//! overflow and dead peers send the spin back to the loop (`has_work`); serving needs an
+//! empty run queue, so queued tasks of any group go first; each serving starts a task
+//! quota for `need_preempt`.
+//!
 //! # The doorbell
 //!
 //! The core publishes its outgoing messages (and rings sleeping peers) before it spins, and
@@ -36,8 +54,8 @@
 //!
 //! # Skipping the park
 //!
-//! When the spin finds work, the loop goes straight back to it without parking, so a round
-//! trip costs no system call at all. A non-blocking park still happens at least once per
+//! When the spin finds work it could not finish itself, the loop goes straight back to it
+//! without parking, so a round trip costs no system call at all. A non-blocking park still happens at least once per
 //! task quota, so completions that need one (mio's `epoll_wait`, io_uring task work) are
 //! never starved by a stream of messages.
 
@@ -66,6 +84,9 @@ pub(super) const ROUND_NS: u64 = 16;
 /// While I/O is in flight, the spin parks without blocking this often, to collect the
 /// completions that need a system call (a few per cent of the spin's time).
 const IO_POLL_EVERY: Duration = Duration::from_micros(20);
+/// Most messages one spin serves itself (see the module docs) before it hands the core back
+/// to the loop for a full pass (its statistics, a fresh quota, the park due once per quota).
+const SERVE_BUDGET: u64 = 64;
 /// Rounds between two clock (and timer) reads.
 const CLOCK_EVERY: u32 = 16;
 /// Rounds between two looks at the rings' news other than messages, the remote queue and
@@ -83,15 +104,16 @@ pub(super) struct IdleState {
 
 impl<P: Platform + 'static> Executor<P> {
     /// The core has nothing to run. Spin for the idle-poll window (see the module docs),
-    /// which starts at `start` (the end of the last poll: a recent clock reading); returns
-    /// true if work showed up and the loop may skip the park this iteration.
+    /// which starts at `start` (the end of the last poll: a recent clock reading). Returns
+    /// the latest clock reading (at most [`CLOCK_EVERY`] rounds old) if work showed up and
+    /// the loop may skip the park this iteration.
     pub(super) fn idle_poll(
         &self,
         state: &mut IdleState,
         root_woken: &AtomicBool,
         smp: Option<&CoreSmp>,
         start: Instant,
-    ) -> bool {
+    ) -> Option<Instant> {
         let activity = smp.map_or(0, |s| s.activity());
         let smp_hot = activity != state.smp_activity;
         state.smp_activity = activity;
@@ -101,51 +123,73 @@ impl<P: Platform + 'static> Executor<P> {
             self.config.idle_poll
         };
         if window.is_zero() {
-            return false;
+            return None;
         }
         let core = &self.core;
         // Peers may be waiting for what this core sent: publish before spinning.
         if let Some(smp) = smp {
             smp.flush_all();
         }
-        let end = start.saturating_add(window);
-        let window_ns = u64::try_from(window.as_nanos()).unwrap_or(u64::MAX);
-        let max_rounds = (window_ns / ROUND_NS).max(1);
-        let next_timer = core.next_timer();
         Stats::bump(&core.stats.idle_spins, 1);
-        let (found, now) = self.spin(state, root_woken, smp, start, end, max_rounds, next_timer);
+        let (found, now) = self.spin(state, root_woken, smp, start, window);
         if !found {
-            return false;
+            return None;
         }
         Stats::bump(&core.stats.idle_spin_hits, 1);
         // Skip the park unless none happened for a whole task quota (I/O that needs a
-        // system call to be collected must not wait behind a stream of messages). `now` is
-        // at most `CLOCK_EVERY` rounds old.
-        now.saturating_duration_since(state.last_park) < self.config.task_quota
+        // system call to be collected must not wait behind a stream of messages).
+        (now.saturating_duration_since(state.last_park) < self.config.task_quota).then_some(now)
     }
 
     /// The spin itself: returns whether work showed up and the latest clock reading. Not
     /// inlined, so that a profile tells the waiting (this function) from the work around it.
     #[inline(never)]
-    #[allow(clippy::too_many_arguments)]
     fn spin(
         &self,
         state: &mut IdleState,
         root_woken: &AtomicBool,
         smp: Option<&CoreSmp>,
         start: Instant,
-        end: Instant,
-        max_rounds: u64,
-        next_timer: Option<Instant>,
+        window: Duration,
     ) -> (bool, Instant) {
         let core = &self.core;
+        let mut end = start.saturating_add(window);
+        let window_ns = u64::try_from(window.as_nanos()).unwrap_or(u64::MAX);
+        let window_rounds = (window_ns / ROUND_NS).max(1);
+        let mut max_rounds = window_rounds;
+        let mut next_timer = core.next_timer();
         let mut last_io_poll = start;
         let mut rounds: u64 = 0;
         let mut now = start;
+        let mut served: u64 = 0;
         let found = loop {
             // Messages first: the cheapest check (one load per peer) and the likeliest, so
-            // a round is short and a message is seen soon after it lands.
-            if smp.is_some_and(|s| s.has_messages()) || root_woken.load(Ordering::Acquire) {
+            // a round is short and a message is seen soon after it lands. They are served
+            // right here (the fast path, see the module docs): the loop is only needed once
+            // they leave something to run.
+            if let Some(s) = smp.filter(|s| s.has_messages()) {
+                core.begin_quota(now.saturating_add(self.config.task_quota));
+                served += s.serve();
+                // A task polled on arrival read the clock when its poll ended.
+                now = now.max(core.clock_mark());
+                // A reply for the root future (the common case on the caller's side) goes
+                // straight back to the loop, which polls it next.
+                if root_woken.load(Ordering::Acquire)
+                    || core.run_queue_len() > 0
+                    || served >= SERVE_BUDGET
+                {
+                    break true;
+                }
+                // The work may have set timers, and its poll read the clock: a timer due now
+                // goes first. Traffic keeps the window open.
+                next_timer = core.next_timer();
+                if next_timer.is_some_and(|t| t <= now) {
+                    break true;
+                }
+                end = end.max(now.saturating_add(window));
+                max_rounds = rounds.saturating_add(window_rounds);
+            }
+            if root_woken.load(Ordering::Acquire) {
                 break true;
             }
             rounds += 1;
@@ -163,6 +207,8 @@ impl<P: Platform + 'static> Executor<P> {
             }
             if rounds % u64::from(CLOCK_EVERY) == 0 {
                 now = self.platform.now();
+                // The start of a poll of work served here (see `Core::spawn_and_poll`).
+                core.set_clock_mark(now);
                 if next_timer.is_some_and(|t| t <= now) {
                     break true;
                 }

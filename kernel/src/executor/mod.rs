@@ -256,10 +256,16 @@ impl<P: Platform + 'static> Executor<P> {
             }
             let idle = core.run_queue_len() == 0 && !root.woken.load(Ordering::Acquire);
             // Idle: poll for a while before parking (`idle.rs`); work found there skips the
-            // park (and its system call) altogether.
-            let skip_park =
-                idle && self.idle_poll(&mut idle_state, &root.woken, smp.as_deref(), now);
-            if !skip_park {
+            // park (and its system call) altogether, and the spin's last clock reading
+            // stands for this iteration's.
+            let spun = if idle {
+                self.idle_poll(&mut idle_state, &root.woken, smp.as_deref(), now)
+            } else {
+                None
+            };
+            if let Some(spin_now) = spun {
+                now = spin_now;
+            } else {
                 // The spin may have made work runnable (a completion, a wake) without
                 // skipping the park: then the park must not block.
                 let idle = idle
@@ -267,12 +273,10 @@ impl<P: Platform + 'static> Executor<P> {
                     && !root.woken.load(Ordering::Acquire)
                     && !core.remote_pending();
                 self.park(idle, smp.as_deref());
-            }
-            now = self.platform.now();
-            core.set_clock_mark(now);
-            if !skip_park {
+                now = self.platform.now();
                 idle_state.last_park = now;
             }
+            core.set_clock_mark(now);
             let fired = core.fire_timers(now);
             Stats::bump(&core.stats.timers_fired, fired as u64);
             core.drain_remote();

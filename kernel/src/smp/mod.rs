@@ -33,15 +33,17 @@
 //! # The loop and the doorbell
 //!
 //! Each executor iteration drains every incoming ring (bounded per ring by its capacity),
-//! retries the overflow queues, and publishes what its tasks pushed (batched: a ring's new
-//! slots are stamped once per iteration, or every `batch` messages; see `ring.rs`), with one
+//! retries the overflow queues, and reports what its tasks pushed (a message's slot is
+//! stamped when it is pushed, so a spinning peer can start on it while the sender finishes
+//! its poll; the fence and the doorbell check are batched, once per iteration), with one
 //! `SeqCst` fence for the drained rings' releases and the publishes together (a drain that
 //! sent nothing leaves its releases to the iteration's next flush, before any park: a
 //! caller taking in a reply fences once, when it publishes its next request). A core
 //! that goes idle after cross-core traffic first polls its rings for a while with its
 //! `sleeping` flag down (the executor's idle polling, `ExecutorConfig::smp_idle_poll`), so
 //! a reply or the next request usually finds it awake and costs no system call on either
-//! side. A core is woken through the HAL's [`Unpark`] only when it may be asleep. Race-free
+//! side; what it finds there it serves right away, inside the spin, without a loop pass
+//! (the executor's `idle.rs`). A core is woken through the HAL's [`Unpark`] only when it may be asleep. Race-free
 //! protocol (all three steps on each side are program-ordered):
 //!
 //! ```text
@@ -191,8 +193,8 @@ pub enum SmpError {
 pub struct SmpConfig {
     /// Slots per ring (per ordered pair of cores); a power of two. Default 256.
     pub ring_capacity: usize,
-    /// Publish (and release) at the latest every this many messages, even within one loop
-    /// iteration. Default 16.
+    /// Release read slots to the sender at the latest every this many messages, even within
+    /// one loop iteration (messages themselves are published as they are sent). Default 16.
     pub batch: usize,
 }
 

@@ -14,8 +14,9 @@
 //! slot). That is the point of the layout: a cross-core round trip then moves two lines, like
 //! a raw ping-pong.
 //!
-//! * The producer writes items into free slots and publishes them in batches:
-//!   [`Producer::flush`] (or the `batch`-th unpublished push) stores each written slot's stamp
+//! * The producer writes items into free slots and publishes them, one by one
+//!   ([`Producer::publish_now`]) or in batches: [`Producer::flush`] (or the `batch`-th
+//!   unpublished push) stores each written slot's stamp
 //!   with `Release`, so the slot write happens-before the consumer's `Acquire` load of the
 //!   stamp that observes it. The stamp stores go to lines the producer has just written, so a
 //!   batch costs no extra transfer.
@@ -239,8 +240,19 @@ impl<T> Producer<T> {
         self.published_tail = self.local_tail;
     }
 
+    /// Make every pushed item visible now, for a consumer that may be spinning on it; the
+    /// next [`flush`](Self::flush) still reports them (the caller fences and checks the
+    /// doorbell there, once for a batch).
+    pub(crate) fn publish_now(&mut self) {
+        if self.unpublished() > 0 {
+            self.publish();
+            self.unsignalled = true;
+        }
+    }
+
     /// Make every pushed item visible. Returns true if items became visible since the last
-    /// call (here or by a batch publish in `push`), i.e. the consumer may need waking.
+    /// call (here, by [`publish_now`](Self::publish_now) or by a batch publish in `push`),
+    /// i.e. the consumer may need waking.
     pub(crate) fn flush(&mut self) -> bool {
         let mut new = core::mem::take(&mut self.unsignalled);
         if self.unpublished() > 0 {
@@ -554,6 +566,7 @@ mod tests {
     #[derive(Debug, Clone)]
     enum Op {
         Push(u32),
+        PublishNow,
         Flush,
         Pop,
         Release,
@@ -562,6 +575,7 @@ mod tests {
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
             3 => any::<u32>().prop_map(Op::Push),
+            1 => Just(Op::PublishNow),
             1 => Just(Op::Flush),
             3 => Just(Op::Pop),
             1 => Just(Op::Release),
@@ -613,6 +627,14 @@ mod tests {
                             }
                         } else {
                             prop_assert_eq!(got, Err(v));
+                        }
+                    }
+                    Op::PublishNow => {
+                        let had = m.unpublished > 0;
+                        tx.publish_now();
+                        m.unpublished = 0;
+                        if had {
+                            prop_assert!(tx.flush(), "a flush reports what publish_now showed");
                         }
                     }
                     Op::Flush => {

@@ -62,15 +62,15 @@ where
     // ready at once then answers in the same loop iteration); work for this core is called
     // inside the caller's poll, where it is queued like any spawn.
     let work = move |poll_now: bool| {
-        let guard = ReplyGuard::<T>::new(from, id, core);
-        let task = async move {
-            let mut guard = guard;
-            let result = catching(core, f).await;
-            guard.send(result);
-        };
-        // Inside the target's loop there is always an executor. Were there none, the task
-        // and its guard would drop here with nobody to answer to.
+        // Inside the target's loop there is always an executor. Were there none, the work
+        // would drop here with nobody to answer to.
         context::with_current(move |c| {
+            let guard = ReplyGuard::<T>::new(c.smp(), from, id, core);
+            let task = async move {
+                let mut guard = guard;
+                let result = catching(core, f).await;
+                guard.send(result);
+            };
             if poll_now {
                 c.spawn_and_poll(task);
             } else {
@@ -94,6 +94,8 @@ where
 /// Answers a request exactly once: with the result, or with `Cancelled` if the task is
 /// dropped before it finished (its core shut down).
 struct ReplyGuard<T: Send + 'static> {
+    /// The answering core's smp state (held, so that answering costs no lookup).
+    smp: Option<Rc<CoreSmp>>,
     to: usize,
     id: ReplyId,
     core: usize,
@@ -102,8 +104,9 @@ struct ReplyGuard<T: Send + 'static> {
 }
 
 impl<T: Send + 'static> ReplyGuard<T> {
-    fn new(to: usize, id: ReplyId, core: usize) -> Self {
+    fn new(smp: Option<Rc<CoreSmp>>, to: usize, id: ReplyId, core: usize) -> Self {
         ReplyGuard {
+            smp,
             to,
             id,
             core,
@@ -114,9 +117,11 @@ impl<T: Send + 'static> ReplyGuard<T> {
 
     fn send(&mut self, result: Result<T, SmpError>) {
         self.sent = true;
-        let (to, id) = (self.to, self.id);
-        // Outside an executor (cannot happen: tasks run inside one) the reply is dropped.
-        let _ = local::with_smp(move |s| s.reply(to, id, Parcel::value(result)));
+        // Without smp state (cannot happen: work runs on an attached core) the reply is
+        // dropped.
+        if let Some(smp) = &self.smp {
+            smp.reply(self.to, self.id, Parcel::value(result));
+        }
     }
 }
 

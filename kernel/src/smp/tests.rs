@@ -2,6 +2,7 @@
 //! core with nothing to wait for blocks until another thread unparks it, so these tests also
 //! check the doorbell: a lost wake-up shows as a 30-second "deadlock" panic.
 
+use alloc::boxed::Box;
 use alloc::rc::Rc;
 use alloc::string::ToString;
 use alloc::sync::Arc;
@@ -9,7 +10,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::cell::{Cell, RefCell};
 use core::future::{poll_fn, Future};
-use core::pin::pin;
+use core::pin::{pin, Pin};
 use core::sync::atomic::{AtomicUsize, Ordering};
 use core::task::{Context, Poll, Waker};
 use core::time::Duration;
@@ -24,6 +25,18 @@ use crate::task::{spawn, yield_now};
 std::thread_local! {
     /// Set by a non-main core's root future; a message from core 0 fires it.
     static STOP: RefCell<Option<oneshot::Sender<()>>> = const { RefCell::new(None) };
+}
+
+std::thread_local! {
+    /// Each core's simulated platform, for work that moves its clock or submits I/O.
+    static PLATFORM: RefCell<Option<Rc<SimPlatform>>> = const { RefCell::new(None) };
+}
+
+/// This core's simulated platform.
+fn platform() -> Rc<SimPlatform> {
+    PLATFORM
+        .with(|p| p.borrow().clone())
+        .expect("a core of run_cores_with")
 }
 
 async fn wait_for_stop() {
@@ -78,7 +91,9 @@ where
             let main = if ep.index() == 0 { main.take() } else { None };
             let exec_config = exec(ep.index());
             std::thread::spawn(move || {
-                let mut ex = Executor::with_config(SimPlatform::new(), exec_config);
+                let platform = Rc::new(SimPlatform::new());
+                PLATFORM.with(|p| *p.borrow_mut() = Some(platform.clone()));
+                let mut ex = Executor::with_config(platform, exec_config);
                 ex.attach_smp(ep).expect("attach");
                 ex.block_on(async move {
                     let out = match main {
@@ -433,14 +448,17 @@ fn sharded_calls_during_and_after_stop_fail() {
     assert_eq!(again, Ok(()));
 }
 
+/// Counts its drops.
+struct Tracked(Arc<AtomicUsize>);
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
 #[test]
 fn a_failed_start_reports_the_error_and_removes_the_instances_built() {
-    struct Tracked(Arc<AtomicUsize>);
-    impl Drop for Tracked {
-        fn drop(&mut self) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
     let dropped = Arc::new(AtomicUsize::new(0));
     let d = dropped.clone();
     let (out, _) = run_cores(2, small(), move || async move {
@@ -811,5 +829,169 @@ fn a_warm_round_trip_allocates_nothing() {
     assert!(
         there <= 1,
         "{there} allocations on the target for {n} round trips"
+    );
+}
+
+std::thread_local! {
+    /// Requests of a stream that core 1 served so far.
+    static SERVED: Cell<u32> = const { Cell::new(0) };
+    /// `SERVED` when core 1's probe (a timer, an I/O operation) completed.
+    static PROBE_AT: Cell<Option<u32>> = const { Cell::new(None) };
+}
+
+/// Core 1 spins long enough (bounded by rounds under the virtual clock) to serve a whole
+/// stream of requests in its idle loop; core 0 parks while it waits for each reply.
+fn serving_spin(core: usize) -> ExecutorConfig {
+    if core == 1 {
+        let rounds: u64 = if cfg!(miri) { 1 << 14 } else { 1 << 26 };
+        ExecutorConfig::default()
+            .idle_poll(Duration::ZERO)
+            .smp_idle_poll(Duration::from_nanos(rounds * 16))
+    } else {
+        parking(core)
+    }
+}
+
+/// Requests of a stream before the one that runs the probe: by then core 1 serves them in
+/// its idle spin.
+const PROBE_AFTER: u32 = 4;
+
+/// Core 0 sends `n` requests, one at a time; each moves core 1's clock on by `step` (as
+/// real work takes time) and counts itself in `SERVED`, and the one after [`PROBE_AFTER`]
+/// also runs `probe` (which starts what should complete during the stream). Returns
+/// `PROBE_AT` and how many loop iterations core 1 made during the stream.
+fn stream_with_probe(n: u32, step: Duration, probe: fn()) -> (Option<u32>, u64) {
+    let iterations = || crate::executor::stats().expect("running").loop_iterations;
+    let (out, _) = run_cores_with(2, small(), serving_spin, move || async move {
+        let before = submit_to(1, move || async move { iterations() })
+            .await
+            .expect("core 1 alive");
+        for _ in 0..n {
+            submit_to(1, move || async move {
+                platform().clock().advance(step);
+                SERVED.with(|s| s.set(s.get() + 1));
+                if SERVED.get() == PROBE_AFTER + 1 {
+                    probe();
+                }
+            })
+            .await
+            .expect("core 1 alive");
+        }
+        submit_to(
+            1,
+            move || async move { (PROBE_AT.get(), iterations() - before) },
+        )
+        .await
+        .expect("core 1 alive")
+    });
+    out
+}
+
+fn probe_done() {
+    PROBE_AT.set(Some(SERVED.get()));
+}
+
+std::thread_local! {
+    /// A timer set by work served in the idle spin.
+    static SLEEP: RefCell<Option<Pin<Box<crate::time::Sleep>>>> = const { RefCell::new(None) };
+}
+
+/// Calls [`probe_done`] when woken (on the core whose timer fires).
+struct ProbeWake;
+
+impl std::task::Wake for ProbeWake {
+    fn wake(self: Arc<Self>) {
+        probe_done();
+    }
+}
+
+/// Requests served in the idle spin (the fast path: no loop pass per request) still let a
+/// timer that one of them set, and that comes due among them, fire: never early, and
+/// before the stream ends.
+#[test]
+fn a_timer_set_and_due_while_the_idle_spin_serves_requests_fires_during_the_stream() {
+    let (n, step) = if cfg!(miri) {
+        (16, Duration::from_micros(500))
+    } else {
+        (60, Duration::from_micros(100))
+    };
+    let (fired_at, iterations) = stream_with_probe(n, step, || {
+        let mut sleep = Box::pin(crate::time::sleep(Duration::from_millis(2)));
+        let waker = Waker::from(Arc::new(ProbeWake));
+        assert!(sleep
+            .as_mut()
+            .poll(&mut Context::from_waker(&waker))
+            .is_pending());
+        SLEEP.with(|s| *s.borrow_mut() = Some(sleep));
+    });
+    let steps = Duration::from_millis(2).as_nanos() / step.as_nanos();
+    let due = PROBE_AFTER + 1 + u32::try_from(steps).expect("small");
+    let fired_at = fired_at.expect("the timer fired");
+    assert!(
+        fired_at >= due,
+        "fired early: after {fired_at} requests, due after {due}"
+    );
+    assert!(
+        fired_at < n,
+        "fired only after the stream ({fired_at} of {n})"
+    );
+    assert!(
+        iterations < u64::from(n) / 2,
+        "{iterations} loop iterations for {n} requests: they were not served in the spin"
+    );
+}
+
+/// A stream of requests served in the idle spin does not starve I/O: an operation started
+/// among them completes while the stream goes on.
+#[test]
+fn requests_served_in_the_idle_spin_do_not_starve_io_completions() {
+    let n = if cfg!(miri) { 12 } else { 60 };
+    let (done_at, _) = stream_with_probe(n, Duration::from_micros(100), || {
+        drop(spawn(async {
+            let p = platform();
+            let op = seastar_hal::io::Op::nop(seastar_hal::Platform::io(&*p)).expect("submit");
+            assert!(op.await.0.result.is_ok());
+            probe_done();
+        }));
+    });
+    let done_at = done_at.expect("the operation completed");
+    assert!(
+        done_at < n,
+        "completed only after the stream ({done_at} of {n})"
+    );
+}
+
+/// A reply taken in by the idle spin for a `Submit` dropped meanwhile is discarded there:
+/// the value is dropped once, the spin goes on waiting for the reply it is there for, and
+/// later calls work.
+#[test]
+fn a_reply_served_in_the_idle_spin_for_a_dropped_submit_is_discarded() {
+    let exec = |core: usize| serving_spin(1 - core);
+    let (out, _) = run_cores_with(2, small(), exec, || async {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let sleeps = || crate::executor::stats().expect("running").sleeps;
+        let before = sleeps();
+        let d = drops.clone();
+        let abandoned = submit_to(1, move || async move {
+            let (tx, rx) = oneshot::channel();
+            PARKED.with(|p| *p.borrow_mut() = Some(tx));
+            let _ = rx.await;
+            Tracked(d)
+        });
+        // Taken in by core 1 before this one (one ring, in order); then dropped unanswered.
+        let released = submit_to(1, || async {
+            let tx = PARKED.with(|p| p.borrow_mut().take()).expect("parked");
+            tx.send(1).is_ok()
+        });
+        drop(abandoned);
+        assert_eq!(released.await, Ok(true));
+        // Core 1 answers the abandoned work before this (its task was woken first).
+        assert_eq!(submit_to(1, || async { 7 }).await, Ok(7));
+        (drops.load(Ordering::Relaxed), sleeps() - before)
+    });
+    assert_eq!(
+        out,
+        (1, 0),
+        "(drops of the abandoned reply, sleeps of core 0)"
     );
 }
