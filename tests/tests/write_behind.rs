@@ -30,6 +30,8 @@ use seastar_tests::rng::Rng;
 /// Echo answering each buffer write-behind; what arrived meanwhile goes out gathered.
 async fn echo_behind(stream: TcpStream) -> io::Result<u64> {
     let mut total = 0;
+    // One gather list for the connection: `writev_behind` empties it and keeps its memory.
+    let mut batch = Vec::new();
     while let Some(first) = stream.recv().await? {
         total += first.len() as u64;
         let Some(second) = stream.try_recv()? else {
@@ -37,12 +39,15 @@ async fn echo_behind(stream: TcpStream) -> io::Result<u64> {
             continue;
         };
         total += second.len() as u64;
-        let mut batch = vec![first, second];
+        batch.extend([first, second]);
         while let Some(more) = stream.try_recv()? {
             total += more.len() as u64;
             batch.push(more);
         }
-        stream.writev_behind(batch).await?;
+        let capacity = batch.capacity();
+        stream.writev_behind(&mut batch).await?;
+        assert!(batch.is_empty(), "writev_behind takes every buffer");
+        assert_eq!(batch.capacity(), capacity, "and leaves the allocation");
     }
     stream.flush().await?;
     Ok(total)
@@ -120,7 +125,7 @@ fn large_sends_complete_whole_to_a_late_reader(backend: Backend) {
                 s.write_behind(tx.next_chunk(FIRST)).await?;
                 // Waits for the first send (far beyond the socket buffers: it is sent in
                 // parts as the peer reads), then queues the second.
-                s.writev_behind(vec![tx.next_chunk(SECOND)]).await?;
+                s.writev_behind(&mut vec![tx.next_chunk(SECOND)]).await?;
                 s.flush().await?;
                 s.shutdown(std::net::Shutdown::Write).await
             });
@@ -183,9 +188,9 @@ fn write_behind_takes_any_buffer_type_in_order(backend: Backend) {
                     .await?;
                 s.write_behind(seastar::buf::Slice::new(b"xxwindow|".to_vec(), 2..))
                     .await?;
-                s.writev_behind(vec![b"g1|".to_vec(), Vec::new(), b"g2|".to_vec()])
+                s.writev_behind(&mut vec![b"g1|".to_vec(), Vec::new(), b"g2|".to_vec()])
                     .await?;
-                s.writev_behind(vec!["s1|", "s2"]).await?;
+                s.writev_behind(&mut vec!["s1|", "s2"]).await?;
                 s.shutdown(std::net::Shutdown::Write).await
             });
             let c = TcpStream::connect(addr).await.expect("connect");

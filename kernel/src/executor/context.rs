@@ -109,6 +109,7 @@ pub(crate) fn with_current<R>(f: impl FnOnce(&Core) -> R) -> Option<R> {
 
 /// Schedule `task` on the current core if that core is its owner; otherwise give it back
 /// for the remote path.
+#[inline]
 pub(crate) fn local_schedule(owner: u64, task: TaskRef) -> Result<(), TaskRef> {
     let p = slot::get();
     if p.is_null() {

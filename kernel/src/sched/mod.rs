@@ -338,6 +338,7 @@ impl Scheduler {
     }
 
     /// Queue a task at the back of its group.
+    #[inline]
     pub(crate) fn push(&mut self, group: u32, task: TaskRef) {
         let min = self.min_vruntime;
         let i = if (group as usize) < self.groups.len() {
@@ -358,6 +359,7 @@ impl Scheduler {
     }
 
     /// Take the next task: the head of the non-empty group with the least vruntime.
+    #[inline]
     pub(crate) fn pop(&mut self) -> Option<(u32, TaskRef)> {
         if self.ready == 0 {
             return None;

@@ -3,7 +3,7 @@
 
 use std::any::Any;
 use std::cell::RefCell;
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -13,8 +13,9 @@ use std::time::Duration;
 
 use seastar_hal::buf::{IoBuf, IoBufMut};
 use seastar_hal::io::{
-    complete_read, IoDriver, Op, RecvStream, SendBuf, SendBufs, SendStatus, Shutdown,
+    complete_read, IoDriver, Op, PooledBuf, RecvStream, SendBuf, SendBufs, SendStatus, Shutdown,
 };
+use seastar_hal::IoError;
 
 use crate::buf::{RecvBuf, Slice};
 use crate::error::to_io;
@@ -99,18 +100,30 @@ impl Socket {
 
     /// Start sending `buf`'s initialised bytes and return without waiting for the send to
     /// finish; waits only for the previous write-behind send (one in flight per socket).
-    pub(crate) async fn write_behind<B: IoBuf>(&self, buf: B) -> io::Result<()> {
-        // `flush`, without its future nested in this one (the common case waits for nothing).
-        if self.behind.in_flight() > 0 {
-            poll_fn(|cx| self.poll_flush(cx)).await?;
-        } else {
-            self.behind_error()?;
-        }
-        let buf = send_buf(buf);
-        if buf.is_empty() {
-            return Ok(());
-        }
-        self.send_behind(SendBufs::One(buf))
+    ///
+    /// One `poll_fn`, not an `async fn`: the common case waits for nothing, and nested
+    /// `async fn` state machines cost measurably more per message (ARCHITECTURE.md).
+    pub(crate) fn write_behind<B: IoBuf>(
+        &self,
+        buf: B,
+    ) -> impl Future<Output = io::Result<()>> + '_ {
+        let mut buf = Some(buf);
+        poll_fn(move |cx| {
+            // `poll_flush`, whose wait (a call into the HAL) the common case skips.
+            if self.behind.in_flight() > 0 {
+                std::task::ready!(self.poll_flush(cx))?;
+            } else if self.behind.has_error() {
+                return Poll::Ready(self.behind_error());
+            }
+            let Some(buf) = buf.take().map(send_buf) else {
+                // Polled again after it finished.
+                return Poll::Ready(Ok(()));
+            };
+            if buf.is_empty() {
+                return Poll::Ready(Ok(()));
+            }
+            Poll::Ready(self.send_behind(SendBufs::One(buf)))
+        })
     }
 
     /// Hand `bufs` to the driver as the write-behind send in flight.
@@ -120,21 +133,24 @@ impl Socket {
             .map_err(to_io)
     }
 
-    /// [`write_behind`](Self::write_behind) of several buffers, in order, as one gather send
-    /// per [`IOV_MAX`] buffers.
-    pub(crate) async fn writev_behind<B: IoBuf>(&self, bufs: Vec<B>) -> io::Result<()> {
-        let mut left = bufs.len();
-        let mut bufs = bufs.into_iter();
-        while left > 0 {
+    /// [`write_behind`](Self::write_behind) of the buffers in `bufs`, in order, as one gather
+    /// send per [`IOV_MAX`] buffers. Takes them all out of `bufs` (on an error too), which
+    /// keeps its allocation for the caller's next batch.
+    pub(crate) async fn writev_behind<B: IoBuf>(&self, bufs: &mut Vec<B>) -> io::Result<()> {
+        let result = self.writev_behind_from(bufs).await;
+        bufs.clear();
+        result
+    }
+
+    async fn writev_behind_from<B: IoBuf>(&self, bufs: &mut Vec<B>) -> io::Result<()> {
+        while !bufs.is_empty() {
             self.flush().await?;
-            let take = left.min(IOV_MAX);
-            left -= take;
+            let take = bufs.len().min(IOV_MAX);
             // The last finished gather's list, sized up front: usually no allocation.
             let mut batch = self.behind.take_spare();
             batch.reserve(take);
             batch.extend(
-                bufs.by_ref()
-                    .take(take)
+                bufs.drain(..take)
                     .filter(|b| b.bytes_init() > 0)
                     .map(send_buf),
             );
@@ -146,40 +162,41 @@ impl Socket {
     }
 
     /// The next bytes received into the core's pool; `None` at end of stream.
-    pub(crate) async fn recv(&self) -> io::Result<Option<RecvBuf>> {
-        poll_fn(|cx| self.poll_recv(cx)).await
+    pub(crate) fn recv(&self) -> impl Future<Output = io::Result<Option<RecvBuf>>> + '_ {
+        poll_fn(|cx| self.poll_recv(cx))
     }
 
+    /// The common case inline (a receive armed, a buffer or nothing yet); arming the receive
+    /// and its end kept out of line, which keeps this poll, made twice per message, small.
     pub(crate) fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<io::Result<Option<RecvBuf>>> {
         if self.behind.has_error() {
             return Poll::Ready(self.behind_error().map(|()| None));
         }
-        let mut guard = self.recv.borrow_mut();
-        let st = &mut *guard;
-        if st.stream.is_none() {
+        let mut st = self.recv.borrow_mut();
+        let Some(stream) = st.stream.as_mut() else {
+            drop(st);
+            return self.poll_recv_first(cx);
+        };
+        match stream.poll_next(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Ok(buf))) => Poll::Ready(Ok(Some(RecvBuf::new(buf)))),
+            Poll::Ready(end) => Poll::Ready(recv_ended(&mut st, end)),
+        }
+    }
+
+    /// [`poll_recv`](Self::poll_recv) with no receive armed: arm one, unless the stream
+    /// ended.
+    #[cold]
+    fn poll_recv_first(&self, cx: &mut Context<'_>) -> Poll<io::Result<Option<RecvBuf>>> {
+        {
+            let mut st = self.recv.borrow_mut();
             if st.eof {
                 return Poll::Ready(Ok(None));
             }
             let pool = crate::io_handle::recv_pool(&self.io)?;
             st.stream = Some(RecvStream::new(self.io.clone(), self.raw(), pool).map_err(to_io)?);
         }
-        let Some(stream) = st.stream.as_mut() else {
-            return Poll::Ready(Ok(None));
-        };
-        match stream.poll_next(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Some(Ok(buf))) => Poll::Ready(Ok(Some(RecvBuf::new(buf)))),
-            Poll::Ready(None) => {
-                st.stream = None;
-                st.eof = true;
-                Poll::Ready(Ok(None))
-            }
-            Poll::Ready(Some(Err(e))) => {
-                // The receive ended with the error; a later call starts a new one.
-                st.stream = None;
-                Poll::Ready(Err(to_io(e)))
-            }
-        }
+        self.poll_recv(cx)
     }
 
     /// A buffer the pooled receive has already received, without waiting: `Ok(None)` when
@@ -400,6 +417,25 @@ impl Socket {
         let mut op = Op::shutdown(self.io.clone(), self.raw(), how).map_err(to_io)?;
         let (c, ()) = poll_fn(|cx| op.poll_complete(cx)).await;
         c.result.map(drop).map_err(to_io)
+    }
+}
+
+/// The pooled receive returned its last item (`None`: end of stream; `Some(Err)`: it failed;
+/// `poll_recv` handles buffers itself, one would be passed on all the same): what `recv`
+/// answers. A later call after an error starts a new receive.
+#[cold]
+fn recv_ended(
+    st: &mut RecvState,
+    end: Option<Result<PooledBuf<CoreIo>, IoError>>,
+) -> io::Result<Option<RecvBuf>> {
+    st.stream = None;
+    match end {
+        Some(Ok(buf)) => Ok(Some(RecvBuf::new(buf))),
+        None => {
+            st.eof = true;
+            Ok(None)
+        }
+        Some(Err(e)) => Err(to_io(e)),
     }
 }
 

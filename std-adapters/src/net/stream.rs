@@ -1,5 +1,6 @@
 //! [`TcpStream`] and its owned halves.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -94,8 +95,9 @@ impl TcpStream {
     /// }
     /// # Ok(()) }
     /// ```
-    pub async fn recv(&self) -> io::Result<Option<RecvBuf>> {
-        self.sock.recv().await
+    #[inline]
+    pub fn recv(&self) -> impl Future<Output = io::Result<Option<RecvBuf>>> + '_ {
+        self.sock.recv()
     }
 
     /// A buffer [`recv`](Self::recv) would return at once, without waiting: `Ok(None)` when
@@ -103,6 +105,7 @@ impl TcpStream {
     /// says which). Lets a server gather what is already there into one
     /// [`writev_all`](Self::writev_all). Call `recv` before waiting for this stream's data
     /// again: only `recv` registers the task to be woken.
+    #[inline]
     pub fn try_recv(&self) -> io::Result<Option<RecvBuf>> {
         self.sock.try_recv()
     }
@@ -156,13 +159,16 @@ impl TcpStream {
     /// stream.flush().await
     /// # }
     /// ```
-    pub async fn write_behind<B: IoBuf>(&self, buf: B) -> io::Result<()> {
-        self.sock.write_behind(buf).await
+    pub fn write_behind<B: IoBuf>(&self, buf: B) -> impl Future<Output = io::Result<()>> + '_ {
+        self.sock.write_behind(buf)
     }
 
     /// [`write_behind`](Self::write_behind) of several buffers in order, as one gather send
-    /// (per 1,024 buffers).
-    pub async fn writev_behind<B: IoBuf>(&self, bufs: Vec<B>) -> io::Result<()> {
+    /// (per 1,024 buffers). Takes every buffer out of `bufs` (also when it fails), so the
+    /// caller can fill the same `Vec` again: a gather then allocates nothing. If the future
+    /// is dropped while it waits for an earlier send, the buffers not yet handed to the
+    /// platform stay in `bufs`.
+    pub async fn writev_behind<B: IoBuf>(&self, bufs: &mut Vec<B>) -> io::Result<()> {
         self.sock.writev_behind(bufs).await
     }
 
@@ -288,11 +294,13 @@ impl std::error::Error for ReuniteError {}
 
 impl OwnedReadHalf {
     /// As [`TcpStream::recv`].
-    pub async fn recv(&self) -> io::Result<Option<RecvBuf>> {
-        self.sock.recv().await
+    #[inline]
+    pub fn recv(&self) -> impl Future<Output = io::Result<Option<RecvBuf>>> + '_ {
+        self.sock.recv()
     }
 
     /// As [`TcpStream::try_recv`].
+    #[inline]
     pub fn try_recv(&self) -> io::Result<Option<RecvBuf>> {
         self.sock.try_recv()
     }
@@ -346,12 +354,12 @@ impl OwnedWriteHalf {
     }
 
     /// As [`TcpStream::write_behind`].
-    pub async fn write_behind<B: IoBuf>(&self, buf: B) -> io::Result<()> {
-        self.sock.write_behind(buf).await
+    pub fn write_behind<B: IoBuf>(&self, buf: B) -> impl Future<Output = io::Result<()>> + '_ {
+        self.sock.write_behind(buf)
     }
 
     /// As [`TcpStream::writev_behind`].
-    pub async fn writev_behind<B: IoBuf>(&self, bufs: Vec<B>) -> io::Result<()> {
+    pub async fn writev_behind<B: IoBuf>(&self, bufs: &mut Vec<B>) -> io::Result<()> {
         self.sock.writev_behind(bufs).await
     }
 

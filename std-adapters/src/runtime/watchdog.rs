@@ -6,16 +6,18 @@
 //!
 //! ```text
 //!  core thread (every poll, through the HAL hook `Platform::stall_watch`)   watchdog thread
-//!    poll_started: names changed? -> try_lock + copy (rare; not root)       every threshold/4:
+//!    poll_started: task not known to have the published names?              every threshold/4:
+//!                  -> compare; changed? -> try_lock + copy (rare; not root)
 //!                  task_id.store; poll_start.store(start, Release)           start = poll_start
 //!    ... the task runs ...                                                   now - start >= threshold
 //!    poll_ended:   poll_start.store(0, Release)                              and not yet reported?
 //!                                                                            -> warn with the names
 //! ```
 //!
-//! The core's side is a few relaxed/release stores per poll and a comparison of the task's
-//! name with the last one published; it never blocks (a `try_lock` that fails leaves the
-//! names marked stale). The platform clock (`CLOCK_MONOTONIC` nanoseconds) and the
+//! The core's side is a few relaxed/release stores per poll and one lookup of the task's id in
+//! a small table of tasks whose names are the published ones; a task not found there is
+//! compared by name once. It never blocks (a `try_lock` that fails leaves the names marked
+//! stale). The platform clock (`CLOCK_MONOTONIC` nanoseconds) and the
 //! watchdog's `std::time::Instant` are related by an offset each core measures at start.
 //! No unsafe code.
 
@@ -84,17 +86,25 @@ impl CoreWatch {
     }
 }
 
+/// Slots of [`WatchLocal::verified`] (a power of two).
+const VERIFIED_SLOTS: usize = 256;
+
 /// The core's side: implements the HAL hook. Lives on the core's thread.
 #[derive(Debug)]
 pub(crate) struct WatchLocal {
     shared: Arc<CoreWatch>,
-    /// What the shared names hold, as far as this core knows (compared on every poll so the
-    /// lock is taken only when they change).
+    /// What the shared names hold, as far as this core knows (compared with a task's names
+    /// the first time it is polled, so the lock is taken only when they change).
     cache: RefCell<Cached>,
-    /// A task whose names are the published ones (0, the root's id: none). A task's name and
-    /// group never change and ids are never reused on a core, so polling the same task
-    /// again (the common case) costs no comparison.
-    published_task: Cell<u64>,
+    /// Tasks known to have the published names: slot `id % VERIFIED_SLOTS` holds
+    /// `(id, generation)`. A task's name and group never change and ids are never reused on
+    /// a core, so a task found here with the current `generation` needs no comparison, even
+    /// when many tasks take turns (a server's connections: one poll each, round robin).
+    /// Entries of an older generation are stale; a collision only costs a comparison.
+    verified: Box<[Cell<(u64, u64)>]>,
+    /// Bumped whenever the published names change (or may have: a failed `try_lock`);
+    /// starts at 1, so the zeroed table knows no task.
+    generation: Cell<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -138,7 +148,8 @@ impl WatchLocal {
         WatchLocal {
             shared,
             cache: RefCell::new(Cached::default()),
-            published_task: Cell::new(ROOT_TASK_ID),
+            verified: (0..VERIFIED_SLOTS).map(|_| Cell::new((0, 0))).collect(),
+            generation: Cell::new(1),
         }
     }
 
@@ -153,8 +164,11 @@ impl StallWatch for WatchLocal {
         // The root future (task 0) always has the same names, which `check` knows: keeping
         // them out of the cache spares a republish on every root/task alternation (a task
         // handing its result to the root), which would otherwise be the common case.
-        if poll.task_id != ROOT_TASK_ID && poll.task_id != self.published_task.get() {
-            self.publish_names(poll);
+        if poll.task_id != ROOT_TASK_ID {
+            let slot = &self.verified[(poll.task_id as usize) & (VERIFIED_SLOTS - 1)];
+            if slot.get() != (poll.task_id, self.generation.get()) {
+                self.publish_names(poll, slot);
+            }
         }
         shared.task_id.store(poll.task_id, Ordering::Relaxed);
         // 0 means "between polls"; a poll starting at the clock's origin shows as 1 ns.
@@ -169,13 +183,18 @@ impl StallWatch for WatchLocal {
 }
 
 impl WatchLocal {
-    /// Make the shared names those of `poll`'s task, unless they are already.
-    fn publish_names(&self, poll: &PollInfo<'_>) {
+    /// Make the shared names those of `poll`'s task, unless they are already; then remember
+    /// the task in `slot` (its slot of `verified`) as having them.
+    #[cold]
+    fn publish_names(&self, poll: &PollInfo<'_>, slot: &Cell<(u64, u64)>) {
         let shared = &*self.shared;
         let mut cache = self.cache.borrow_mut();
         if cache.matches(poll) {
-            self.published_task.set(poll.task_id);
+            slot.set((poll.task_id, self.generation.get()));
         } else {
+            // Every task verified so far has the names being replaced (or unknown ones).
+            let generation = self.generation.get() + 1;
+            self.generation.set(generation);
             // Never block the core: if the watchdog is reading the names right now, publish
             // them on a later poll and let it know these may be old.
             let guard = match shared.names.try_lock() {
@@ -190,12 +209,11 @@ impl WatchLocal {
                     names.group.push_str(poll.group);
                     drop(names);
                     cache.set(poll);
-                    self.published_task.set(poll.task_id);
+                    slot.set((poll.task_id, generation));
                     shared.names_stale.store(false, Ordering::Relaxed);
                 }
                 None => {
                     cache.valid = false;
-                    self.published_task.set(ROOT_TASK_ID);
                     shared.names_stale.store(true, Ordering::Relaxed);
                 }
             }
@@ -398,6 +416,42 @@ mod tests {
         assert_eq!(names(&shared), a);
         // An unnamed task with the same group is still a change.
         poll(&local, 3, None, "main");
+        assert_eq!(names(&shared), (None, "main".to_owned()));
+    }
+
+    #[test]
+    fn tasks_taking_turns_are_compared_once_and_a_new_group_is_published() {
+        let shared = Arc::new(CoreWatch::new(0));
+        let local = WatchLocal::new(shared.clone(), StdInstant::now(), Instant::from_nanos(1));
+        // Connections' tasks in one group, polled round robin: the names are published once
+        // and each task is compared once, not on every poll.
+        for _ in 0..3 {
+            for id in 1..=20 {
+                poll(&local, id, None, "main");
+            }
+        }
+        assert_eq!(names(&shared), (None, "main".to_owned()));
+        let generation = local.generation.get();
+        for id in 1..=20 {
+            let slot = &local.verified[id as usize % VERIFIED_SLOTS];
+            assert_eq!(slot.get(), (id, generation), "task {id} verified");
+        }
+        // A group created later, whose name lives where a dropped group's did (same address,
+        // same length, other bytes): a new task in it publishes its own name.
+        let mut group = String::from("old!");
+        poll(&local, 21, Some("t"), &group);
+        assert_eq!(names(&shared), (Some("t".to_owned()), "old!".to_owned()));
+        group.replace_range(.., "new!");
+        poll(&local, 22, Some("t"), &group);
+        assert_eq!(names(&shared), (Some("t".to_owned()), "new!".to_owned()));
+        // A task verified before the change is compared again, and republishes its names.
+        poll(&local, 5, None, "main");
+        assert_eq!(names(&shared), (None, "main".to_owned()));
+        // Two tasks sharing a slot: each gets its own names.
+        let other = 5 + VERIFIED_SLOTS as u64;
+        poll(&local, other, None, "batch");
+        assert_eq!(names(&shared), (None, "batch".to_owned()));
+        poll(&local, 5, None, "main");
         assert_eq!(names(&shared), (None, "main".to_owned()));
     }
 
