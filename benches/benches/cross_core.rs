@@ -8,6 +8,8 @@
 //!   `DEFAULT_SMP_IDLE_POLL` (50 µs) before it sleeps, so core 0 spins for its reply.
 //! * `seastar_submit_to/idle_target`: the same, core 1 otherwise idle. With the default
 //!   settings it lingers (polling) after each request, so the next one finds it awake.
+//! * `seastar_submit_sync/{busy,idle}_target`: the same two with `submit_sync(1, ..)` of a
+//!   plain closure: no task on the target when nothing else waits to run there.
 //! * `seastar_submit_to_parking/{busy,idle}_target`: the same two with `smp_idle_poll(0)`:
 //!   every idle core parks at once (an `io_uring_enter` that sleeps), so core 0 sleeps for
 //!   each reply and an idle core 1 is woken through its doorbell (an eventfd) for every
@@ -28,6 +30,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use seastar::{Backend, Runtime};
 use seastar_benches::affinity::pin_current_thread;
+use seastar_kernel::smp::{submit_sync, submit_to};
 
 /// A pinned two-core io_uring runtime; `spin` keeps the default idle polling, otherwise
 /// idle cores park at once.
@@ -46,15 +49,70 @@ fn two_cores(spin: bool) -> Runtime {
     }
 }
 
-/// `iters` sequential `submit_to(1, ..)` round trips from core 0; core 1 yields (`busy`) or
-/// sleeps until core 0 is done.
-fn submit_to_round_trips(rt: &Runtime, iters: u64, busy: bool) -> Duration {
-    submit_to_batches(rt, 1, iters, busy)
+/// How core 0 sends its requests.
+#[derive(Clone, Copy)]
+enum Call {
+    /// `submit_to` of a closure returning a future.
+    Future,
+    /// `submit_sync` of a plain closure.
+    Sync,
+}
+
+/// One measured way of making round trips.
+#[derive(Clone, Copy)]
+struct Case {
+    name: &'static str,
+    /// The runtime with idle polling (else the one that parks at once).
+    spin: bool,
+    /// Core 1 keeps yielding (else it sleeps).
+    busy: bool,
+    call: Call,
+}
+
+const CASES: [Case; 6] = {
+    const fn case(name: &'static str, spin: bool, busy: bool, call: Call) -> Case {
+        Case {
+            name,
+            spin,
+            busy,
+            call,
+        }
+    }
+    [
+        case("seastar_submit_to/busy_target", true, true, Call::Future),
+        case("seastar_submit_to/idle_target", true, false, Call::Future),
+        case("seastar_submit_sync/busy_target", true, true, Call::Sync),
+        case("seastar_submit_sync/idle_target", true, false, Call::Sync),
+        case(
+            "seastar_submit_to_parking/busy_target",
+            false,
+            true,
+            Call::Future,
+        ),
+        case(
+            "seastar_submit_to_parking/idle_target",
+            false,
+            false,
+            Call::Future,
+        ),
+    ]
+};
+
+/// `iters` sequential round trips from core 0 to core 1; core 1 yields (`busy`) or sleeps
+/// until core 0 is done.
+fn submit_to_round_trips(rt: &Runtime, iters: u64, busy: bool, call: Call) -> Duration {
+    submit_to_batches(rt, 1, iters, busy, call)
 }
 
 /// `batches` batches of `per_batch` round trips as in [`submit_to_round_trips`]; the fastest
 /// batch's time.
-fn submit_to_batches(rt: &Runtime, batches: u64, per_batch: u64, busy: bool) -> Duration {
+fn submit_to_batches(
+    rt: &Runtime,
+    batches: u64,
+    per_batch: u64,
+    busy: bool,
+    call: Call,
+) -> Duration {
     let done = Arc::new(AtomicBool::new(false));
     let out = rt.run_on_all(|core| {
         let done = done.clone();
@@ -64,15 +122,17 @@ fn submit_to_batches(rt: &Runtime, batches: u64, per_batch: u64, busy: bool) -> 
                 for _ in 0..batches {
                     let start = Instant::now();
                     for i in 0..per_batch {
-                        let r =
-                            seastar_kernel::smp::submit_to(1, move || async move { black_box(i) });
+                        let r = match call {
+                            Call::Future => submit_to(1, move || async move { black_box(i) }),
+                            Call::Sync => submit_sync(1, move || black_box(i)),
+                        };
                         black_box(r.await.ok());
                     }
                     elapsed = elapsed.min(start.elapsed());
                 }
                 done.store(true, Ordering::Release);
                 // Wake core 1 if it is parked.
-                let _ = seastar_kernel::smp::submit_to(1, || async {}).await;
+                let _ = submit_to(1, || async {}).await;
                 elapsed
             } else {
                 while !done.load(Ordering::Acquire) {
@@ -172,14 +232,18 @@ fn print_best_of_batches(spinning: &Runtime, parking: &Runtime) {
     let floor = per(ping_pong_batches(BATCHES, PER_BATCH), PER_BATCH);
     eprintln!("best of {BATCHES} batches of {PER_BATCH} round trips (ns per round trip):");
     eprintln!("  cache_line_ping_pong                    {floor:>10.0}");
-    let lines = [
-        ("seastar_submit_to/busy_target", spinning, true, PER_BATCH),
-        ("seastar_submit_to/idle_target", spinning, false, PER_BATCH),
-        ("seastar_submit_to_parking/busy_target", parking, true, 10),
-        ("seastar_submit_to_parking/idle_target", parking, false, 10),
-    ];
-    for (name, rt, busy, n) in lines {
-        let ns = per(submit_to_batches(rt, BATCHES / 3, n, busy), n);
+    for case in CASES {
+        let (rt, n) = if case.spin {
+            (spinning, PER_BATCH)
+        } else {
+            // A parking round trip takes tens of microseconds.
+            (parking, 10)
+        };
+        let ns = per(
+            submit_to_batches(rt, BATCHES / 3, n, case.busy, case.call),
+            n,
+        );
+        let name = case.name;
         eprintln!("  {name:<39} {ns:>10.0}  {:>7.1}x floor", ns / floor);
     }
 }
@@ -190,18 +254,12 @@ fn cross_core(c: &mut Criterion) {
     print_best_of_batches(&spinning, &parking);
     let mut g = c.benchmark_group("cross_core_round_trip");
     g.throughput(Throughput::Elements(1));
-    g.bench_function("seastar_submit_to/busy_target", |b| {
-        b.iter_custom(|iters| submit_to_round_trips(&spinning, iters, true))
-    });
-    g.bench_function("seastar_submit_to/idle_target", |b| {
-        b.iter_custom(|iters| submit_to_round_trips(&spinning, iters, false))
-    });
-    g.bench_function("seastar_submit_to_parking/busy_target", |b| {
-        b.iter_custom(|iters| submit_to_round_trips(&parking, iters, true))
-    });
-    g.bench_function("seastar_submit_to_parking/idle_target", |b| {
-        b.iter_custom(|iters| submit_to_round_trips(&parking, iters, false))
-    });
+    for case in CASES {
+        let rt = if case.spin { &spinning } else { &parking };
+        g.bench_function(case.name, |b| {
+            b.iter_custom(|iters| submit_to_round_trips(rt, iters, case.busy, case.call))
+        });
+    }
     g.bench_function("cache_line_ping_pong", |b| b.iter_custom(ping_pong));
     g.bench_function("crossbeam_channel", |b| {
         b.iter_custom(crossbeam_round_trips)

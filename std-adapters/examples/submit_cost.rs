@@ -3,7 +3,8 @@
 //! an empty closure `N` times, one at a time, while core 1 is idle (`idle`, the default) or
 //! keeps yielding (`busy`). `park` is `idle` without idle polling: every wait is a blocking
 //! park, so nothing spins and the total over `N` is the instructions of a round trip
-//! (start-up and shutdown aside: take the difference of two `N`). `spin` is `idle` with a
+//! (start-up and shutdown aside: take the difference of two `N`). A third argument `sync`
+//! sends a plain closure with `submit_sync` instead (no task on the target). `spin` is `idle` with a
 //! 10 s idle-poll window and task quota, so that under valgrind (where time runs slowly) both cores spin
 //! as they do natively; the waiting is then all in `Executor::spin`, and a core's total
 //! minus that function's inclusive cost, plus that of `CoreSmp::serve` (the messages the
@@ -12,6 +13,7 @@
 //! ```text
 //! cargo build --release -p seastar --example submit_cost
 //! valgrind --tool=callgrind target/release/examples/submit_cost 2000 idle
+//! valgrind --tool=callgrind target/release/examples/submit_cost 2000 spin sync
 //! callgrind_annotate --inclusive=yes callgrind.out.<pid>
 //! ```
 //!
@@ -35,6 +37,7 @@ fn main() {
     let mode = args.next();
     let busy = mode.as_deref() == Some("busy");
     let spin = mode.as_deref() == Some("spin");
+    let sync = args.next().as_deref() == Some("sync");
     let mut builder = Runtime::builder().cores(2).pin(false).backend(Backend::Mio);
     match mode.as_deref() {
         Some("park") => builder = builder.smp_idle_poll(Duration::ZERO),
@@ -61,7 +64,11 @@ fn main() {
         async move {
             if core == 0 {
                 for i in 0..trips {
-                    let r = seastar::smp::submit_to(1, move || async move { black_box(i) });
+                    let r = if sync {
+                        seastar::smp::submit_sync(1, move || black_box(i))
+                    } else {
+                        seastar::smp::submit_to(1, move || async move { black_box(i) })
+                    };
                     black_box(r.await.ok());
                 }
                 done.store(true, Ordering::Release);

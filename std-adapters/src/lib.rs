@@ -110,7 +110,7 @@ pub mod time {
 /// A core whose root future has returned keeps answering until all cores are done.
 pub mod smp {
     pub use seastar_kernel::smp::{
-        core_count, current_core, invoke_on_all, invoke_on_others, map_reduce, stats, submit_to,
-        Sharded, SmpError, SmpStats,
+        core_count, current_core, invoke_on_all, invoke_on_others, map_reduce, stats, submit_sync,
+        submit_to, Sharded, SmpError, SmpStats,
     };
 }

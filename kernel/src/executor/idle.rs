@@ -39,6 +39,8 @@
 //! uses instead of reading the clock again. So a core serving a stream of requests answers
 //! each without a loop pass (no timer sweep, remote-queue check or clock read of the loop's
 //! own), and a caller whose reply lands while it spins goes straight to polling its task.
+//! A plain function sent with `submit_sync` is called there without a task (still a poll:
+//! charged, watched and stall-checked).
 //! The window restarts with each message served. Everything the loop guarantees still
 //! holds: the rounds that look at timers, wakes and I/O (above) go on between messages;
 //! overflow and dead peers send the spin back to the loop (`has_work`); serving needs an

@@ -53,8 +53,8 @@ mod stats;
 
 use self::idle::IdleState;
 pub use self::idle::DEFAULT_SMP_IDLE_POLL;
-pub(crate) use self::percore::RemoteQueue;
-use self::percore::{Core, CorePlatform};
+use self::percore::CorePlatform;
+pub(crate) use self::percore::{Core, RemoteQueue};
 use self::stats::Stats;
 pub use self::stats::{ExecutorStats, GroupStats, StallReport};
 use crate::sched::DEFAULT_GROUP_NAME;

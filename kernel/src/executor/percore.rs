@@ -304,6 +304,27 @@ impl Core {
         self.poll_task(group, task, self.clock_mark.get(), Registered::No);
     }
 
+    /// Call `call` (synchronous work that arrived from another core) right away if no task
+    /// is waiting to run, as a poll of its own: it gets a task id of its own and is counted,
+    /// charged, watched and stall-checked like a task poll, but needs no task (no cell, no
+    /// waker, no registry). With tasks waiting (or inside a poll) it is queued as a task,
+    /// for the same reason as in [`spawn_and_poll`](Self::spawn_and_poll).
+    pub(crate) fn call_or_spawn<F>(&self, call: F)
+    where
+        F: FnOnce() + 'static,
+    {
+        if self.polling.get() || self.run_queue_len() > 0 {
+            let (handle, task) = self.create_task(None, None, async move { call() });
+            drop(handle);
+            self.schedule(task);
+            return;
+        }
+        let group = self.running_group.get();
+        let id = self.next_task_id.get();
+        self.next_task_id.set(id + 1);
+        self.timed_poll(group, id, None, self.clock_mark.get(), call);
+    }
+
     /// A new task in the registry, its handle, and the reference for the run queue.
     fn create_task<F>(
         &self,
@@ -527,20 +548,40 @@ impl Core {
             return self.clock.read_clock();
         }
         h.state.set(s | state::RUNNING);
+        let (done, end) = self.timed_poll(group, h.id, h.name.as_deref(), start, || task.poll());
+        let s = h.state.get() & !state::RUNNING;
+        h.state.set(s);
+        if done {
+            self.finish(&task);
+        } else if s & state::CANCEL_REQUESTED != 0 {
+            self.cancel(&task);
+        } else if registered == Registered::No {
+            // From now on it is a task like any other: shutdown must find it.
+            self.registry.borrow_mut().insert(task);
+        }
+        end
+    }
+
+    /// Run `poll` as a poll of task `id` of `group` that started at `start`: counted,
+    /// watched, charged to the group and stall-checked. Returns its result and its end.
+    #[inline(always)] // one copy per caller: `poll_task` and `call_or_spawn`
+    fn timed_poll<R>(
+        &self,
+        group: u32,
+        id: u64,
+        name: Option<&str>,
+        start: Instant,
+        poll: impl FnOnce() -> R,
+    ) -> (R, Instant) {
         Stats::bump(&self.stats.polls, 1);
         self.running_group.set(group);
         self.polling.set(true);
         let watch = self.clock.watch();
         if let Some(w) = watch {
             let sched = self.sched.borrow();
-            w.poll_started(&PollInfo::new(
-                h.id,
-                h.name.as_deref(),
-                sched.group_name(group),
-                start,
-            ));
+            w.poll_started(&PollInfo::new(id, name, sched.group_name(group), start));
         }
-        let done = task.poll();
+        let out = poll();
         let end = self.clock.read_clock();
         if let Some(w) = watch {
             w.poll_ended(end);
@@ -553,19 +594,9 @@ impl Core {
         self.sched.borrow_mut().charge_ns(group, elapsed_ns);
         if elapsed_ns >= self.stall_threshold_ns {
             let elapsed = Duration::from_nanos(elapsed_ns);
-            self.report_stall(h.id, h.name.as_deref(), group, start, elapsed);
+            self.report_stall(id, name, group, start, elapsed);
         }
-        let s = h.state.get() & !state::RUNNING;
-        h.state.set(s);
-        if done {
-            self.finish(&task);
-        } else if s & state::CANCEL_REQUESTED != 0 {
-            self.cancel(&task);
-        } else if registered == Registered::No {
-            // From now on it is a task like any other: shutdown must find it.
-            self.registry.borrow_mut().insert(task);
-        }
-        end
+        (out, end)
     }
 
     /// See `clock_mark`.

@@ -126,7 +126,9 @@ use self::local::ReplyId;
 use self::ring::parcel::Parcel;
 use self::ring::{Consumer, Producer};
 pub use self::sharded::Sharded;
-pub use self::submit::{invoke_on_all, invoke_on_others, map_reduce, submit_to, Submit};
+pub use self::submit::{
+    invoke_on_all, invoke_on_others, map_reduce, submit_sync, submit_to, Submit,
+};
 
 /// Why cross-core work produced no result.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -12,6 +12,7 @@ use super::local::{self, CoreSmp, ReplyId};
 use super::ring::parcel::Parcel;
 use super::{Msg, SmpError};
 use crate::executor::context;
+use crate::executor::Core;
 
 /// Run `f` on core `core` and get its output back on this core.
 ///
@@ -20,6 +21,7 @@ use crate::executor::context;
 /// its ring, unless other tasks wait to run there) and may hold `!Send` state; its output
 /// travels back.
 /// `core` may be the current core (the work then runs as a local task, same semantics).
+/// Work that does not wait is cheaper as a plain function with [`submit_sync`] (no task).
 ///
 /// The work is queued at once (not on the first poll) and published to the target at the end
 /// of the current loop iteration. Dropping the returned [`Submit`] does not cancel the work:
@@ -48,6 +50,60 @@ where
     Fut: Future<Output = Result<T, SmpError>> + 'static,
     T: Send + 'static,
 {
+    // Work from another core runs inside the target's loop, where the task may be polled at
+    // once (work that is ready at once then answers in the same loop iteration); work for
+    // this core is called inside the caller's poll, where it is queued like any spawn.
+    dispatch(core, move |c, guard, poll_now| {
+        let task = async move {
+            let mut guard = guard;
+            let result = catching(core, f).await;
+            guard.send(result);
+        };
+        if poll_now {
+            c.spawn_and_poll(task);
+        } else {
+            c.spawn(None, None, task).detach();
+        }
+    })
+}
+
+/// Run the plain function `f` on core `core` and get its result back on this core: for work
+/// that does not wait (reading or updating core-local state, a [`Sharded`](super::Sharded)
+/// instance through [`Sharded::local`](super::Sharded::local)), where [`submit_to`] would need `async move { .. }`.
+///
+/// The same guarantees as [`submit_to`] (ordering per pair of cores, back-pressure, the same
+/// errors, a panic in `f` reported as [`SmpError::Panicked`] with the target surviving), and
+/// cheaper on the target: when no task waits to run there, `f` is called right where the
+/// request is taken from the ring, as a poll of its own (charged to the running scheduling
+/// group, watched by the stall watchdog), with no task created for it. With tasks waiting it
+/// runs as a queued task, behind them.
+pub fn submit_sync<F, R>(core: usize, f: F) -> Submit<R>
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    dispatch(core, move |c, guard, poll_now| {
+        let call = move || {
+            let mut guard = guard;
+            guard.send(catch(core, f));
+        };
+        if poll_now {
+            c.call_or_spawn(call);
+        } else {
+            c.spawn(None, None, async move { call() }).detach();
+        }
+    })
+}
+
+/// Send `start` to core `core` (or, for this core, call it now), where it starts the work
+/// that answers through its [`ReplyGuard`]; `start` gets the target's core state and whether
+/// it runs inside the target's loop (from a ring, where the work may run at once) rather than
+/// inside a poll on the caller's core. Returns the future of the reply.
+fn dispatch<T, S>(core: usize, start: S) -> Submit<T>
+where
+    T: Send + 'static,
+    S: FnOnce(&Core, ReplyGuard<T>, bool) + Send + 'static,
+{
     let smp = match local::current() {
         Ok(s) => s,
         Err(e) => return Submit::failed(e),
@@ -57,25 +113,12 @@ where
     }
     let from = smp.index();
     let id = smp.expect_reply(core);
-    // Runs on the target: spawn the task that does the work and answers. Work from another
-    // core runs inside the target's loop, where the task may be polled at once (work that is
-    // ready at once then answers in the same loop iteration); work for this core is called
-    // inside the caller's poll, where it is queued like any spawn.
+    // Runs on the target. Inside the target's loop there is always an executor. Were there
+    // none, the work would drop here with nobody to answer to.
     let work = move |poll_now: bool| {
-        // Inside the target's loop there is always an executor. Were there none, the work
-        // would drop here with nobody to answer to.
         context::with_current(move |c| {
             let guard = ReplyGuard::<T>::new(c.smp(), from, id, core);
-            let task = async move {
-                let mut guard = guard;
-                let result = catching(core, f).await;
-                guard.send(result);
-            };
-            if poll_now {
-                c.spawn_and_poll(task);
-            } else {
-                c.spawn(None, None, task).detach();
-            }
+            start(c, guard, poll_now);
         });
     };
     if core == from {
@@ -134,37 +177,39 @@ impl<T: Send + 'static> Drop for ReplyGuard<T> {
     }
 }
 
-/// Await `f`'s future, turning a panic into [`SmpError::Panicked`] (with `std`, where panics
-/// unwind; without it a panic aborts and there is nothing to catch).
-#[cfg(any(feature = "std", test))]
+/// Await `f`'s future, turning a panic into [`SmpError::Panicked`] (see [`catch`]).
 async fn catching<F, Fut, T>(core: usize, f: F) -> Result<T, SmpError>
 where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Result<T, SmpError>>,
 {
-    use std::panic::{catch_unwind, AssertUnwindSafe};
-    // `f` is called on the first poll, inside `catch_unwind`, so its own panics are caught.
+    // `f` is called on the first poll, inside `catch`, so its own panics are caught.
     let mut fut = core::pin::pin!(async move { f().await });
     core::future::poll_fn(move |cx| {
         // Unwind safety: after a panic the future is never polled again, only dropped.
-        match catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
+        match catch(core, || fut.as_mut().poll(cx)) {
             Ok(p) => p,
-            Err(payload) => Poll::Ready(Err(SmpError::Panicked {
-                core,
-                message: panic_message(payload.as_ref()),
-            })),
+            Err(e) => Poll::Ready(Err(e)),
         }
     })
     .await
 }
 
+/// Call `f`, turning a panic into [`SmpError::Panicked`] (with `std`, where panics unwind;
+/// without it a panic aborts and there is nothing to catch). Whatever `f` touched is not used
+/// after a panic: a panicking call's closure is gone, a panicking future is only dropped.
+#[cfg(any(feature = "std", test))]
+fn catch<R>(core: usize, f: impl FnOnce() -> R) -> Result<R, SmpError> {
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+    catch_unwind(AssertUnwindSafe(f)).map_err(|payload| SmpError::Panicked {
+        core,
+        message: panic_message(payload.as_ref()),
+    })
+}
+
 #[cfg(not(any(feature = "std", test)))]
-async fn catching<F, Fut, T>(_core: usize, f: F) -> Result<T, SmpError>
-where
-    F: FnOnce() -> Fut,
-    Fut: Future<Output = Result<T, SmpError>>,
-{
-    f().await
+fn catch<R>(_core: usize, f: impl FnOnce() -> R) -> Result<R, SmpError> {
+    Ok(f())
 }
 
 #[cfg(any(feature = "std", test))]

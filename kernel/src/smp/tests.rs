@@ -995,3 +995,95 @@ fn a_reply_served_in_the_idle_spin_for_a_dropped_submit_is_discarded() {
         "(drops of the abandoned reply, sleeps of core 0)"
     );
 }
+
+/// `submit_sync` calls a plain function on the target and brings its result back; on a
+/// target with nothing queued it runs where the request arrives, with no task, yet counted
+/// as a poll and stall-checked like one. For the caller's own core it runs as a task.
+#[test]
+fn submit_sync_calls_on_the_target_without_a_task_and_is_watched_like_a_poll() {
+    let n = if cfg!(miri) { 3 } else { 20u64 };
+    let (out, stats) = run_cores_with(2, small(), parking, move || async move {
+        for i in 0..n {
+            assert_eq!(
+                submit_sync(1, move || (current_core(), i * 2)).await,
+                Ok((Some(1), i * 2))
+            );
+        }
+        let itself = submit_sync(0, current_core).await;
+        // Holds core 1 for longer than the stall threshold (virtual time).
+        let stalls_before = submit_sync(1, || crate::executor::stats().expect("running").stalls)
+            .await
+            .expect("core 1 alive");
+        submit_sync(1, || platform().clock().advance(Duration::from_millis(30)))
+            .await
+            .expect("core 1 alive");
+        let after = submit_sync(1, || crate::executor::stats().expect("running"))
+            .await
+            .expect("core 1 alive");
+        (itself, stalls_before, after)
+    });
+    let (itself, stalls_before, after) = out;
+    assert_eq!(itself, Ok(Some(0)));
+    assert_eq!(after.stalls, stalls_before + 1, "{after:?}");
+    let stall = after.last_stall.expect("the long call was reported");
+    assert!(stall.duration >= Duration::from_millis(30), "{stall:?}");
+    let target = &stats[1].1;
+    // Only the stop message (a `submit_to`) was a task; every call was a poll of its own.
+    assert_eq!(target.tasks_spawned, 1, "{target:?}");
+    assert_eq!(target.polls, n + 4, "{target:?}");
+}
+
+#[test]
+fn a_panic_in_a_sync_call_comes_back_as_an_error_and_the_core_lives_on() {
+    let (out, _) = run_cores_with(2, small(), parking, || async {
+        let panicked = submit_sync(1, || -> u8 { panic!("boom in call") }).await;
+        let after = submit_sync(1, || 7u8).await;
+        (panicked, after)
+    });
+    assert_eq!(
+        out.0,
+        Err(SmpError::Panicked {
+            core: 1,
+            message: "boom in call".to_string()
+        })
+    );
+    assert_eq!(out.1, Ok(7));
+}
+
+std::thread_local! {
+    /// What ran on core 1, in order.
+    static RAN: RefCell<Vec<&'static str>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A sync call that arrives while tasks wait to run on the target runs behind them (as a
+/// queued task), not ahead of them: arriving work must not take more than its share.
+#[test]
+fn a_sync_call_arriving_while_tasks_wait_runs_behind_them() {
+    let go = Arc::new(core::sync::atomic::AtomicBool::new(false));
+    let (out, stats) = run_cores_with(2, small(), parking, move || async move {
+        let go_there = go.clone();
+        submit_to(1, move || async move {
+            // The first holds the core until the call below was sent, then uses up the
+            // task quota (virtual time): the batch ends with the second still queued, and
+            // the loop takes in the call next.
+            spawn(async move {
+                while !go_there.load(Ordering::Acquire) {
+                    std::thread::yield_now();
+                }
+                platform().clock().advance(Duration::from_millis(1));
+            })
+            .detach();
+            spawn(async { RAN.with(|r| r.borrow_mut().push("task")) }).detach();
+        })
+        .await
+        .expect("core 1 alive");
+        let call = submit_sync(1, || RAN.with(|r| r.borrow_mut().push("call")));
+        // `call` is visible to core 1 as it is pushed.
+        go.store(true, Ordering::Release);
+        call.await.expect("core 1 alive");
+        submit_sync(1, || RAN.with(|r| r.take())).await
+    });
+    assert_eq!(out, Ok(vec!["task", "call"]));
+    // Two spawned tasks, the work that spawned them, the queued call, the stop message.
+    assert_eq!(stats[1].1.tasks_spawned, 5, "{:?}", stats[1].1);
+}
