@@ -1,7 +1,5 @@
 //! Cross-thread unpark: prompt when parked, free (no system call) when not, never lost.
 
-mod common;
-
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant as StdInstant};

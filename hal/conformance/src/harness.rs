@@ -1,27 +1,31 @@
-//! Test harness shared by the integration tests: a tiny bounded executor (hal-mio must not
-//! depend on the kernel), loopback socket helpers and a byte pattern.
-#![allow(dead_code)] // each test binary uses a different subset
+//! What the checks (and a backend's own tests) share: a tiny bounded executor over any
+//! `Platform` (a HAL must not need the kernel to be tested), loopback sockets, a scratch
+//! directory and a byte pattern.
 
+use std::cell::Cell;
 use std::future::{poll_fn, Future};
-use std::net::{SocketAddr, TcpListener};
-use std::os::fd::IntoRawFd;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{IntoRawFd, OwnedFd};
 use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
-use seastar_hal::io::{complete_read, Fd, Op};
+use seastar_hal::io::{complete_read, Fd, IoDriver, Op};
 use seastar_hal::{IoError, Platform};
-use seastar_hal_mio::{tcp_socket, MioDriver, MioPlatform};
 
-/// No test future may run longer than this.
+pub use crate::sys::{own, pipe, reset, tcp_socket};
+
+/// How long any single test future or wait may take before the test fails instead of hanging.
 pub const LIMIT: Duration = Duration::from_secs(30);
 
-/// A waker that records that it was woken.
-#[derive(Default)]
+/// A waker that records that, and how often, it was woken.
+#[derive(Debug, Default)]
 pub struct Flag {
+    /// Set by a wake, cleared by whoever consumes it.
     pub woken: AtomicBool,
+    /// Wakes so far.
     pub count: AtomicUsize,
 }
 
@@ -35,6 +39,7 @@ impl Wake for Flag {
     }
 }
 
+/// A [`Flag`] and a waker that sets it.
 pub fn flag_waker() -> (Arc<Flag>, Waker) {
     let flag = Arc::new(Flag::default());
     let waker = Waker::from(flag.clone());
@@ -42,8 +47,8 @@ pub fn flag_waker() -> (Arc<Flag>, Waker) {
 }
 
 /// Drive `fut` to completion on `p`: poll it only when its waker was woken (so a lost wake-up
-/// shows up as a timeout, not as a pass), park in between. Bounded by [`LIMIT`].
-pub fn run<F: Future>(p: &MioPlatform, fut: F) -> F::Output {
+/// shows as a timeout, not as a pass), park in between. Panics after [`LIMIT`].
+pub fn block_on<P: Platform, F: Future>(p: &P, fut: F) -> F::Output {
     let mut fut = pin!(fut);
     let (flag, waker) = flag_waker();
     let mut cx = Context::from_waker(&waker);
@@ -57,12 +62,22 @@ pub fn run<F: Future>(p: &MioPlatform, fut: F) -> F::Output {
         }
         assert!(
             start.elapsed() < LIMIT,
-            "test future did not finish within {LIMIT:?}"
+            "future did not complete within {LIMIT:?}"
         );
         p.park(Some(p.now() + Duration::from_millis(100)));
     }
 }
 
+/// Park until `done()` holds; panics after [`LIMIT`].
+pub fn park_until<P: Platform>(p: &P, mut done: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !done() {
+        assert!(start.elapsed() < LIMIT, "condition not reached in time");
+        p.park(Some(p.now() + Duration::from_millis(50)));
+    }
+}
+
+/// A boxed unit future, for [`join_all`].
 pub type BoxFut<'a> = Pin<Box<dyn Future<Output = ()> + 'a>>;
 
 /// Run all futures concurrently until every one is done.
@@ -87,7 +102,23 @@ pub async fn join_all(futs: Vec<BoxFut<'_>>) {
     .await
 }
 
-/// A non-blocking loopback listener whose fd is handed to the caller.
+/// A connected loopback pair: (our end, the peer as a std stream). Close our end through
+/// the driver ([`close`]) when the driver has seen it: a readiness driver must forget it.
+pub fn tcp_pair() -> (OwnedFd, TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let peer = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+    let (ours, _) = listener.accept().expect("accept");
+    (OwnedFd::from(ours), peer)
+}
+
+/// [`tcp_pair`] with our end as a bare descriptor, for checks that hand it to the driver and
+/// close it through it ([`close`]).
+pub fn tcp_pair_fd() -> (Fd, TcpStream) {
+    let (ours, peer) = tcp_pair();
+    (ours.into_raw_fd(), peer)
+}
+
+/// A non-blocking loopback listener whose descriptor is handed to the caller.
 pub fn listener() -> (Fd, SocketAddr) {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
     l.set_nonblocking(true).expect("nonblocking");
@@ -95,13 +126,23 @@ pub fn listener() -> (Fd, SocketAddr) {
     (l.into_raw_fd(), addr)
 }
 
-pub async fn close(io: &MioDriver, fd: Fd) {
+/// An address nobody listens on (a listener bound there was closed again).
+pub fn refused_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+}
+
+/// Close `fd` through the driver (which forgets it), checking the result.
+pub async fn close<D: IoDriver + ?Sized>(io: &D, fd: Fd) {
     let (c, ()) = Op::close(io, fd).expect("submit close").await;
     c.result.expect("close");
 }
 
-pub async fn connect(io: &MioDriver, addr: SocketAddr) -> Result<Fd, IoError> {
-    let fd = tcp_socket(addr).expect("socket");
+/// Connect a fresh socket to `addr` through the driver; the socket is closed on failure.
+pub async fn connect<D: IoDriver + ?Sized>(io: &D, addr: SocketAddr) -> Result<Fd, IoError> {
+    let fd = tcp_socket(&addr).into_raw_fd();
     let (c, ()) = Op::connect(io, fd, addr).expect("submit connect").await;
     match c.result {
         Ok(_) => Ok(fd),
@@ -112,25 +153,26 @@ pub async fn connect(io: &MioDriver, addr: SocketAddr) -> Result<Fd, IoError> {
     }
 }
 
-pub async fn accept(io: &MioDriver, lfd: Fd) -> Fd {
+/// Accept one connection on `lfd` through the driver.
+pub async fn accept<D: IoDriver + ?Sized>(io: &D, lfd: Fd) -> Fd {
     let (c, ()) = Op::accept(io, lfd).expect("submit accept").await;
     c.result.expect("accept") as Fd
 }
 
 /// A connected pair (client, server), both driven by `p`. The listener is closed.
-pub fn pair(p: &MioPlatform) -> (Fd, Fd) {
+pub fn pair<P: Platform>(p: &P) -> (Fd, Fd) {
     let io = p.io();
     let (lfd, addr) = listener();
-    let client = std::cell::Cell::new(-1);
-    let server = std::cell::Cell::new(-1);
-    run(
+    let client = Cell::new(-1);
+    let server = Cell::new(-1);
+    block_on(
         p,
         join_all(vec![
             Box::pin(async { client.set(connect(io, addr).await.expect("connect")) }),
             Box::pin(async { server.set(accept(io, lfd).await) }),
         ]),
     );
-    run(p, close(io, lfd));
+    block_on(p, close(io, lfd));
     (client.get(), server.get())
 }
 
@@ -141,12 +183,13 @@ pub fn pattern(i: u64) -> u8 {
     (x >> 56) as u8 ^ (i >> 12) as u8
 }
 
+/// `len` bytes of the test stream from `start` on.
 pub fn pattern_vec(start: u64, len: usize) -> Vec<u8> {
     (0..len as u64).map(|k| pattern(start + k)).collect()
 }
 
 /// Send all of `data`, in chunks of at most `chunk` bytes, re-sending what a short send left.
-pub async fn send_all(io: &MioDriver, fd: Fd, data: &[u8], chunk: usize) {
+pub async fn send_all<D: IoDriver + ?Sized>(io: &D, fd: Fd, data: &[u8], chunk: usize) {
     let mut off = 0;
     while off < data.len() {
         let end = (off + chunk).min(data.len());
@@ -161,7 +204,7 @@ pub async fn send_all(io: &MioDriver, fd: Fd, data: &[u8], chunk: usize) {
 }
 
 /// Receive exactly `len` bytes (panics on early EOF), in receives of at most `chunk` bytes.
-pub async fn recv_exact(io: &MioDriver, fd: Fd, len: usize, chunk: usize) -> Vec<u8> {
+pub async fn recv_exact<D: IoDriver + ?Sized>(io: &D, fd: Fd, len: usize, chunk: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(len);
     while out.len() < len {
         let want = chunk.min(len - out.len());
@@ -176,8 +219,12 @@ pub async fn recv_exact(io: &MioDriver, fd: Fd, len: usize, chunk: usize) -> Vec
     out
 }
 
-/// One receive; `Ok(0)` is end of stream.
-pub async fn recv_once(io: &MioDriver, fd: Fd, cap: usize) -> Result<Vec<u8>, IoError> {
+/// One receive of at most `cap` bytes; an empty result is end of stream.
+pub async fn recv_once<D: IoDriver + ?Sized>(
+    io: &D,
+    fd: Fd,
+    cap: usize,
+) -> Result<Vec<u8>, IoError> {
     let (c, mut buf) = Op::recv(io, fd, Vec::with_capacity(cap))
         .map_err(|(e, _)| e)
         .expect("submit recv")
@@ -186,23 +233,26 @@ pub async fn recv_once(io: &MioDriver, fd: Fd, cap: usize) -> Result<Vec<u8>, Io
     Ok(buf)
 }
 
-/// Close `peer` with a reset (SO_LINGER {on, 0}) instead of a FIN.
-pub fn reset(peer: std::net::TcpStream) {
-    use std::os::fd::AsRawFd;
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: valid socket, option pointer and length of a `linger`.
-    let rc = unsafe {
-        libc::setsockopt(
-            peer.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0);
-    drop(peer);
+/// A unique scratch directory under the system temp dir, removed on drop.
+#[derive(Debug)]
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    /// A new empty directory whose name carries `tag`, the process id and a counter.
+    pub fn new(tag: &str) -> Self {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "seastar-hal-conformance-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&path).expect("temp dir");
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
