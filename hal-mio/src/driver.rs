@@ -141,6 +141,28 @@ pub struct MioDriver {
     _not_send: PhantomData<*const ()>,
 }
 
+impl Drop for MioDriver {
+    /// Finish the detached sends still waiting for the socket: their buffers are released and
+    /// their status learns that they were cut short (`Canceled`), as on io_uring, so an owner
+    /// that outlives the driver sees no send in flight forever.
+    fn drop(&mut self) {
+        let st = self.st.get_mut();
+        let cut: Vec<Detached> = st
+            .slots
+            .iter_mut()
+            .filter_map(|slot| slot.op.as_mut()?.detached.take())
+            .collect();
+        for d in cut {
+            st.finish_detached(d, Err(IoError::new(ErrorKind::Canceled)));
+        }
+        // Wakers and owner-less statuses drop here, with no borrow of the state held.
+        drop((
+            std::mem::take(&mut st.wake),
+            std::mem::take(&mut st.drop_later),
+        ));
+    }
+}
+
 impl fmt::Debug for MioDriver {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("MioDriver");

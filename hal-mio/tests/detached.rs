@@ -1,10 +1,5 @@
 //! Detached sends on mio, beyond the contract checks of `conformance.rs`: `release_fd` (the
 //! readiness driver's hook for a descriptor closed behind its back) fails a send in flight.
-//!
-//! Known gap: dropping a `MioPlatform` with a detached send in flight leaves its
-//! `SendStatus` counting the send (`in_flight() == 1`), where io_uring finishes it and reports
-//! the cut; so `seastar_hal_conformance::detached::dropping_the_platform_finishes_a_detached_send_in_flight`
-//! is not in the suite's macro yet.
 
 use std::os::fd::AsRawFd;
 use std::rc::Rc;

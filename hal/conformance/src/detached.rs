@@ -231,8 +231,7 @@ pub fn a_detached_gather_on_a_pipe_sends_every_byte<P: Platform>(make: &dyn Fn()
 
 /// Dropping the platform with a detached send stuck (the peer reads nothing) finishes it:
 /// the bytes are released, the status has no send in flight, learns that it was cut short,
-/// and holds the only reference. Not in [`conformance_tests!`](crate::conformance_tests)'s
-/// list yet: the mio driver fails it (its status keeps the send in flight).
+/// and holds the only reference.
 pub fn dropping_the_platform_finishes_a_detached_send_in_flight<P: Platform>(
     make: &dyn Fn() -> P,
 ) -> P {

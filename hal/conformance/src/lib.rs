@@ -60,6 +60,7 @@ macro_rules! conformance_tests {
             detached::a_pooled_receive_is_ready_only_with_a_completion_queued
             detached::consecutive_detached_gathers_send_every_byte_in_order
             detached::a_detached_gather_on_a_pipe_sends_every_byte
+            detached::dropping_the_platform_finishes_a_detached_send_in_flight
         );
     };
     ($make:expr; $($module:ident :: $check:ident)*) => {
