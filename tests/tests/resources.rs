@@ -80,6 +80,9 @@ fn cycle(backend: Backend, pool: &Pool) {
     })
     .expect("client runtime");
     drop(rt);
+    // The client is gone, but the last connections may still sit in the listen backlog of
+    // a busy server core: wait for them, or `stop` would leave them unaccepted.
+    server.wait_accepted(12, Duration::from_secs(10));
     let report = server.stop();
     assert!(
         report.accept_errors.is_empty(),
