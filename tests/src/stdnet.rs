@@ -25,31 +25,9 @@ pub fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
     Ok(s)
 }
 
-/// Closes `s` abortively: `SO_LINGER` with a zero timeout, then close, so the kernel sends an
-/// RST instead of a FIN and discards unsent data. The peer's next operation fails with
-/// `ECONNRESET`.
-pub fn abort(s: TcpStream) -> io::Result<()> {
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: the descriptor is open (owned by `s`), and the option value is a valid `linger`
-    // whose size is passed.
-    let rc = unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    drop(s);
-    Ok(())
-}
+/// Closes a stream abortively (RST instead of FIN): the HAL conformance suite's, one
+/// implementation for both.
+pub use seastar_hal_conformance::harness::abort;
 
 /// Sets `SO_RCVBUF` / `SO_SNDBUF` of `s` (the kernel doubles the value and applies a minimum),
 /// to make "the peer stopped reading" fill up sooner.

@@ -13,7 +13,7 @@ use seastar_hal::io::{IoDriver, RecvStream, SendBuf, SendBufs, SendStatus};
 use seastar_hal::{ErrorKind, Platform};
 
 use crate::harness::{
-    block_on, close, flag_waker, park_until, pattern, pipe, reset, tcp_pair, tcp_pair_fd,
+    abort, block_on, close, flag_waker, park_until, pattern, pipe, tcp_pair, tcp_pair_fd,
 };
 
 /// More than loopback socket buffers take (they autotune to several MiB) before the peer
@@ -116,7 +116,7 @@ pub fn a_failed_detached_send_is_reported_to_the_status<P: Platform>(make: &dyn 
     let p = make();
     let io = p.io();
     let (fd, peer) = tcp_pair_fd();
-    reset(peer);
+    abort(peer).expect("reset");
     let status = Rc::new(SendStatus::default());
     io.send_detached(
         fd,

@@ -15,7 +15,7 @@ use std::time::Duration;
 use seastar_hal::io::{complete_read, Fd, IoDriver, Op};
 use seastar_hal::{IoError, Platform};
 
-pub use crate::sys::{own, pipe, reset, tcp_socket};
+pub use crate::sys::{abort, own, pipe, tcp_socket};
 
 /// How long any single test future or wait may take before the test fails instead of hanging.
 pub const LIMIT: Duration = Duration::from_secs(30);

@@ -13,9 +13,9 @@ use seastar_hal::io::{complete_read, Completion, Fd, IoDriver, MultiOp, Op, OpId
 use seastar_hal::{ErrorKind, Instant, Platform};
 
 use crate::harness::{
-    accept, block_on, close, connect, flag_waker, join_all, listener, pair, park_until,
-    pattern_vec, recv_exact, recv_once, refused_addr, reset, send_all, tcp_pair_fd, tcp_socket,
-    BoxFut, TempDir,
+    abort, accept, block_on, close, connect, flag_waker, join_all, listener, pair, park_until,
+    pattern_vec, recv_exact, recv_once, refused_addr, send_all, tcp_pair_fd, tcp_socket, BoxFut,
+    TempDir,
 };
 
 fn read_timeout(s: &TcpStream) {
@@ -365,7 +365,7 @@ pub fn peer_reset_is_connection_reset<P: Platform>(make: &dyn Fn() -> P) -> P {
         .map_err(|(e, _)| e)
         .expect("recv");
     p.flush();
-    reset(peer);
+    abort(peer).expect("reset");
     let (c, _) = block_on(&p, recv);
     let e = c.result.expect_err("reset");
     assert_eq!(e.kind(), ErrorKind::ConnectionReset);

@@ -32,25 +32,31 @@ pub fn own(fd: RawFd) -> OwnedFd {
     unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
-/// Close `peer` with a reset (SO_LINGER {on, 0}) instead of a FIN.
-pub fn reset(peer: TcpStream) {
+/// Closes `s` abortively: `SO_LINGER` with a zero timeout, then close, so the kernel sends an
+/// RST instead of a FIN and discards unsent data. The peer's next operation fails with
+/// `ECONNRESET`.
+pub fn abort(s: TcpStream) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
     let linger = libc::linger {
         l_onoff: 1,
         l_linger: 0,
     };
-    // SAFETY: valid socket, option pointer and length of a `linger`.
+    // SAFETY: the descriptor is open (owned by `s`), and the option value is a valid `linger`
+    // whose size is passed.
     let rc = unsafe {
         libc::setsockopt(
-            peer.as_raw_fd(),
+            s.as_raw_fd(),
             libc::SOL_SOCKET,
             libc::SO_LINGER,
             (&linger as *const libc::linger).cast(),
             std::mem::size_of::<libc::linger>() as libc::socklen_t,
         )
     };
-    assert_eq!(rc, 0, "setsockopt: {}", std::io::Error::last_os_error());
-    drop(peer);
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    drop(s);
+    Ok(())
 }
 
 /// A pipe: (read end, write end), both close-on-exec. (`std::io::pipe` is newer than the

@@ -57,9 +57,9 @@
 //! # Skipping the park
 //!
 //! When the spin finds work it could not finish itself, the loop goes straight back to it
-//! without parking, so a round trip costs no system call at all. A non-blocking park still happens at least once per
-//! task quota, so completions that need one (mio's `epoll_wait`, io_uring task work) are
-//! never starved by a stream of messages.
+//! without parking, so a round trip costs no system call at all. A non-blocking park still
+//! happens at least once per task quota, so completions that need one (mio's `epoll_wait`,
+//! io_uring task work) are never starved by a stream of messages.
 
 use core::sync::atomic::{AtomicBool, Ordering};
 use core::time::Duration;

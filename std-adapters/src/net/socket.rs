@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use seastar_hal::buf::{IoBuf, IoBufMut};
 use seastar_hal::io::{
-    complete_read, IoDriver, Op, PooledBuf, RecvStream, SendBuf, SendBufs, SendStatus, Shutdown,
+    complete_read, IoDriver, Op, RecvStream, SendBuf, SendBufs, SendStatus, Shutdown,
 };
 use seastar_hal::IoError;
 
@@ -180,7 +180,8 @@ impl Socket {
         match stream.poll_next(cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Some(Ok(buf))) => Poll::Ready(Ok(Some(RecvBuf::new(buf)))),
-            Poll::Ready(end) => Poll::Ready(recv_ended(&mut st, end)),
+            Poll::Ready(None) => Poll::Ready(recv_ended(&mut st, None)),
+            Poll::Ready(Some(Err(e))) => Poll::Ready(recv_ended(&mut st, Some(e))),
         }
     }
 
@@ -420,22 +421,17 @@ impl Socket {
     }
 }
 
-/// The pooled receive returned its last item (`None`: end of stream; `Some(Err)`: it failed;
-/// `poll_recv` handles buffers itself, one would be passed on all the same): what `recv`
-/// answers. A later call after an error starts a new receive.
+/// The pooled receive ended (`error`: `None` at end of stream): what `recv` answers. A later
+/// call after an error starts a new receive.
 #[cold]
-fn recv_ended(
-    st: &mut RecvState,
-    end: Option<Result<PooledBuf<CoreIo>, IoError>>,
-) -> io::Result<Option<RecvBuf>> {
+fn recv_ended(st: &mut RecvState, error: Option<IoError>) -> io::Result<Option<RecvBuf>> {
     st.stream = None;
-    match end {
-        Some(Ok(buf)) => Ok(Some(RecvBuf::new(buf))),
+    match error {
         None => {
             st.eof = true;
             Ok(None)
         }
-        Some(Err(e)) => Err(to_io(e)),
+        Some(e) => Err(to_io(e)),
     }
 }
 
