@@ -600,15 +600,20 @@ impl CoreSmp {
         // before reading the peers' sleeping and space-wanted flags (module docs).
         fence(Ordering::SeqCst);
         for (peer, bell) in self.peers.iter().zip(self.doorbells.iter()) {
-            let mut ring = peer.bell_pending.replace(false);
-            if peer.released.replace(false) {
-                ring |= peer
-                    .rx
-                    .borrow()
-                    .as_ref()
-                    .is_some_and(|rx| rx.take_space_wanted());
-            }
-            if ring && bell.ring_if_sleeping() {
+            let published = peer.bell_pending.replace(false);
+            let rx = peer.rx.borrow();
+            let space =
+                peer.released.replace(false) && rx.as_ref().is_some_and(|rx| rx.space_wanted());
+            if (published || space) && bell.is_sleeping() {
+                // Cleared only with a wake, and before it: a request read while the peer was
+                // still awake stays for the next release, and a request the woken peer makes
+                // again is never wiped (the ring module's "Sleeping and space").
+                if space {
+                    if let Some(rx) = rx.as_ref() {
+                        rx.clear_space_wanted();
+                    }
+                }
+                bell.ring();
                 bump(&self.counters.doorbells, 1);
             }
         }
@@ -646,7 +651,7 @@ impl CoreSmp {
     /// Whether core `core` announced that it sleeps (tests wait for it).
     #[cfg(test)]
     pub(crate) fn is_sleeping(&self, core: usize) -> bool {
-        self.doorbells[core].sleeping.load(Ordering::SeqCst)
+        self.doorbells[core].is_sleeping()
     }
 
     /// Called by the executor right after `park` returns.

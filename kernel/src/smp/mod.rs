@@ -251,15 +251,10 @@ impl Doorbell {
         }
     }
 
-    /// Unpark the core if it said it may sleep. The caller has fenced (`SeqCst`) after its
-    /// publish. Returns whether it rang.
-    pub(crate) fn ring_if_sleeping(&self) -> bool {
-        if self.sleeping.load(Ordering::Relaxed) {
-            self.ring();
-            true
-        } else {
-            false
-        }
+    /// Whether the core said it may sleep. The caller has fenced (`SeqCst`) after its
+    /// publish or release, and rings if so.
+    pub(crate) fn is_sleeping(&self) -> bool {
+        self.sleeping.load(Ordering::Relaxed)
     }
 
     /// Unpark the core unconditionally (shutdown notices).

@@ -35,10 +35,14 @@
 //! ([`Producer::flush`] returns whether anything new became visible, and the endpoint fences
 //! once for all rings). For the reverse direction (a full ring), the producer sets
 //! `space_wanted`; [`Consumer::release_slots`] stores `head`, the endpoint fences (`SeqCst`;
-//! the same fence as for its publishes) and [`Consumer::take_space_wanted`] then takes the
-//! flag, telling the endpoint to wake the producer's core. With the producer doing
-//! `space_wanted = true; fence(SeqCst); load head` before it sleeps, one of the two always
-//! sees the other (the classic store/fence/load pairing).
+//! the same fence as for its publishes) and reads the flag ([`Consumer::space_wanted`]).
+//! With the producer doing `space_wanted = true; sleeping = true; fence(SeqCst); load head`
+//! before it sleeps, one of the two always sees the other (the classic store/fence/load
+//! pairing). The consumer clears the flag ([`Consumer::clear_space_wanted`]) only when it
+//! wakes the producer, just before the wake: a consumer that read the flag but not yet the
+//! producer's `sleeping` must leave it for the next release, or that release (the one the
+//! sleeping producer waits for) would find it gone and wake nobody; and a clear after the
+//! wake could wipe the request the woken producer makes again before its next sleep.
 //!
 //! # Shutdown
 //!
@@ -340,14 +344,18 @@ impl<T> Consumer<T> {
     }
 
     /// Hand every read slot back to the producer. Returns true if the producer had found the
-    /// ring full and asked to be told (its core should then be woken).
+    /// ring full and asked to be told (and clears that request, as a wake would).
     #[cfg(test)]
     pub(crate) fn release(&mut self) -> bool {
         self.release_slots();
         // Pairs with the producer's `want_space(); fence(SeqCst); has_space()`: either it
         // sees our head, or we see its flag (module docs).
         core::sync::atomic::fence(Ordering::SeqCst);
-        self.take_space_wanted()
+        let wanted = self.space_wanted();
+        if wanted {
+            self.clear_space_wanted();
+        }
+        wanted
     }
 
     /// The first half of [`release`](Self::release): hand every read slot back. The endpoint
@@ -360,10 +368,17 @@ impl<T> Consumer<T> {
     }
 
     /// The second half of [`release`](Self::release): whether the producer asked to be told
-    /// of space (and it is told now). The caller fenced (`SeqCst`) after `release_slots`.
-    pub(crate) fn take_space_wanted(&self) -> bool {
+    /// of space. The caller fenced (`SeqCst`) after `release_slots`. Reading does not clear
+    /// the request: see [`clear_space_wanted`](Self::clear_space_wanted).
+    pub(crate) fn space_wanted(&self) -> bool {
         self.shared.space_wanted.load(Ordering::Relaxed)
-            && self.shared.space_wanted.swap(false, Ordering::Relaxed)
+    }
+
+    /// The producer's core was woken for the space it asked for: forget the request. Only
+    /// after a wake (module docs); a producer that still finds the ring full asks again
+    /// before it sleeps.
+    pub(crate) fn clear_space_wanted(&self) {
+        self.shared.space_wanted.store(false, Ordering::Relaxed);
     }
 
     /// Whether an item is published and not yet read (reads the next slot's stamp).

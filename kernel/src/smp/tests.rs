@@ -305,6 +305,30 @@ fn a_full_ring_overflows_without_dropping_or_blocking() {
     assert_eq!(stats[1].received, n as u64 + 1);
 }
 
+/// Both directions overflow (requests and replies), over and over: a lost wake on either
+/// side parks both cores for good (the simulated platform then panics). The consumer of a
+/// full ring once cleared the producer's "space wanted" request while the producer was not
+/// yet seen sleeping, so the release the sleeping producer waited for woke nobody: about
+/// one run in fifty hung.
+#[test]
+fn back_pressure_never_loses_a_wake() {
+    let (runs, n) = if cfg!(miri) { (2, 12) } else { (1000, 100) };
+    for _ in 0..runs {
+        let config = SmpConfig::with_capacity(2).batch(1);
+        let (sum, _) = run_cores(2, config, move || async move {
+            let subs: Vec<_> = (0..n)
+                .map(|i| submit_to(1, move || async move { i }))
+                .collect();
+            let mut sum = 0;
+            for s in subs {
+                sum += s.await.expect("answer");
+            }
+            sum
+        });
+        assert_eq!(sum, n * (n - 1) / 2);
+    }
+}
+
 std::thread_local! {
     static ARRIVED: Cell<usize> = const { Cell::new(0) };
     static ALL_IN: Rc<crate::sync::Notify> = Rc::new(crate::sync::Notify::new());
