@@ -38,6 +38,12 @@ seastar_tests::on_both_backends!(
     sigterm_drains_a_child_process_gracefully,
 );
 
+/// Held while this process starts a child, and from before a trigger until the check that
+/// connects are refused: a child forked meanwhile holds a copy of every listening socket
+/// until its exec (close-on-exec closes them only then), and the kernel completes a
+/// handshake on that copy, so a listener our server closed would still take a connection.
+static SPAWN: Mutex<()> = Mutex::new(());
+
 /// Server state shared by its cores and the test.
 #[derive(Default)]
 struct Shared {
@@ -211,6 +217,7 @@ struct Tally {
     cut: usize,
     /// A response that differed from the request: must never happen.
     corrupt: usize,
+    /// Connects refused (or reset in the accept queue) after the listeners closed.
     refused_connects: usize,
 }
 
@@ -232,14 +239,28 @@ fn read_response(s: &mut std::net::TcpStream, want: &[u8]) -> Result<Vec<u8>, us
 
 /// A client: request, whole response, repeat; reconnect when the server closes the
 /// connection; stop when a connect is refused (the server stopped accepting) or on `stop`.
-fn load_client(addr: SocketAddr, seed: u64, stop: Arc<AtomicBool>) -> Tally {
+/// `served` counts the clients that got their first answer.
+fn load_client(
+    addr: SocketAddr,
+    seed: u64,
+    stop: Arc<AtomicBool>,
+    served: Arc<AtomicUsize>,
+) -> Tally {
     let mut rng = Rng::new(seed);
     let mut t = Tally::default();
     let mut tag = 0u64;
     while !stop.load(Ordering::SeqCst) {
         let mut s = match stdnet::connect(addr) {
             Ok(s) => s,
-            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+            // Refused once the listeners are closed; reset if the handshake completed in a
+            // listener's accept queue just before its close (the kernel resets what nobody
+            // accepted), which the connect sees when the RST beats its poll for completion.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset
+                ) =>
+            {
                 t.refused_connects += 1;
                 break;
             }
@@ -254,7 +275,12 @@ fn load_client(addr: SocketAddr, seed: u64, stop: Arc<AtomicBool>) -> Tally {
                 break;
             }
             match read_response(&mut s, &req) {
-                Ok(resp) if resp == req => t.answered += 1,
+                Ok(resp) if resp == req => {
+                    t.answered += 1;
+                    if t.answered == 1 {
+                        served.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
                 Ok(_) => {
                     t.corrupt += 1;
                     break;
@@ -297,15 +323,24 @@ fn accepted_requests_are_answered_under_load(backend: Backend) {
     });
 
     let stop = Arc::new(AtomicBool::new(false));
+    let served = Arc::new(AtomicUsize::new(0));
     let clients: Vec<_> = (0..CLIENTS)
         .map(|i| {
-            let stop = stop.clone();
-            thread::spawn(move || load_client(addr, 0x5eed + i, stop))
+            let (stop, served) = (stop.clone(), served.clone());
+            thread::spawn(move || load_client(addr, 0x5eed + i, stop, served))
         })
         .collect();
-    wait_until("steady load (2,000 answered)", IO_TIMEOUT, || {
-        shared.answered.load(Ordering::SeqCst) >= 2_000
-    });
+    // Every client answered at least once (a client thread the OS started late would
+    // otherwise meet the trigger with nothing sent), and 2,000 in all.
+    wait_until(
+        "steady load (2,000 answered, every client)",
+        IO_TIMEOUT,
+        || {
+            served.load(Ordering::SeqCst) == CLIENTS as usize
+                && shared.answered.load(Ordering::SeqCst) >= 2_000
+        },
+    );
+    let no_spawn = SPAWN.lock().unwrap_or_else(|p| p.into_inner());
     let triggered_at = Instant::now();
     assert!(handle.trigger(), "first trigger");
     assert!(!handle.trigger(), "the trigger is idempotent");
@@ -318,6 +353,7 @@ fn accepted_requests_are_answered_under_load(backend: Backend) {
         Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
         other => panic!("a connection after stop-accepting was not refused: {other:?}"),
     }
+    drop(no_spawn);
     // The request accepted before the stop is still answered, in full, and then the server
     // closes the connection.
     slow.write_all(&slow_req[half..])
@@ -439,6 +475,8 @@ fn child_signal_server() {
 
 fn sigterm_drains_a_child_process_gracefully(backend: Backend) {
     let exe = std::env::current_exe().expect("test binary");
+    // `spawn` returns once the child has exec'd, so its copies of our descriptors are gone.
+    let spawning = SPAWN.lock().unwrap_or_else(|p| p.into_inner());
     let mut child = std::process::Command::new(exe)
         .args([
             "--exact",
@@ -456,6 +494,7 @@ fn sigterm_drains_a_child_process_gracefully(backend: Backend) {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("spawn the child");
+    drop(spawning);
     let stdout = child.stdout.take().expect("child stdout");
     // Whatever happens below, the child does not outlive the test.
     let mut child = KillOnDrop(child);

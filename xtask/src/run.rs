@@ -420,6 +420,11 @@ mod tests {
         assert_eq!(display(&cmd), "MIRIFLAGS=-Zx cargo test -- 'two words'");
     }
 
+    /// Generous next to the time a process takes to start and exit: on a loaded machine
+    /// (CI's two cores running the tests in parallel) even `sleep 0` once took longer than
+    /// the 500 ms these tests had.
+    const LIMIT: Duration = Duration::from_secs(5);
+
     #[cfg(target_os = "linux")]
     #[test]
     fn a_time_limit_kills_the_whole_tree() {
@@ -427,35 +432,55 @@ mod tests {
         // limit, the grandchild must be gone (or a zombie waiting for init to reap it).
         let pid_file = std::env::temp_dir().join(format!("xtask-kill-tree-{}", std::process::id()));
         let mut cmd = Command::new("sh");
-        cmd.args(["-c", r#"sleep 30 & echo $! > "$0"; wait"#])
+        cmd.args(["-c", r#"sleep 600 & echo $! > "$0"; wait"#])
             .arg(&pid_file);
         let start = Instant::now();
-        let err = stream(&mut cmd, Some(Duration::from_millis(500))).expect_err("must time out");
+        let err = stream(&mut cmd, Some(LIMIT)).expect_err("must time out");
         assert!(err.contains("time limit"), "{err}");
-        assert!(start.elapsed() < Duration::from_secs(10));
+        // Returned at the limit, not when the shell's `wait` would have.
+        assert!(start.elapsed() < Duration::from_secs(300));
         let pid = std::fs::read_to_string(&pid_file).expect("the shell wrote the pid");
         let _ = std::fs::remove_file(&pid_file);
-        std::thread::sleep(Duration::from_millis(200));
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim()));
-        if let Ok(stat) = stat {
-            let state = stat[stat.rfind(')').expect("stat has a comm") + 1..]
-                .split_whitespace()
-                .next();
-            assert_eq!(state, Some("Z"), "grandchild still alive: {stat}");
+        // A killed process is gone only once it has run its exit: wait for that (bounded).
+        let stat_path = format!("/proc/{}/stat", pid.trim());
+        let state = || {
+            std::fs::read_to_string(&stat_path).ok().map(|stat| {
+                let after_comm = &stat[stat.rfind(')').expect("stat has a comm") + 1..];
+                (after_comm.split_whitespace().next() == Some("Z"), stat)
+            })
+        };
+        let waited = Instant::now();
+        while let Some((false, stat)) = state() {
+            assert!(
+                waited.elapsed() < Duration::from_secs(30),
+                "grandchild still alive: {stat}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 
     #[test]
     fn concurrent_commands_all_report() {
-        let start = Instant::now();
-        let mut slow = [Command::new("sleep"), Command::new("sleep")];
-        slow[0].arg("1");
-        slow[1].arg("1");
-        let both = stream_concurrently(&mut slow, None);
-        assert!(both.iter().all(Result::is_ok), "{both:?}");
+        // Each command announces itself, then waits for the other (giving up after 30 s):
+        // both succeed only if they run at the same time.
+        let dir = std::env::temp_dir().join(format!("xtask-rendezvous-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("rendezvous dir");
+        let rendezvous = |me: &str, other: &str| {
+            let mut cmd = Command::new("sh");
+            cmd.args([
+                "-c",
+                r#"touch "$0/$1"; i=0; while [ ! -e "$0/$2" ]; do i=$((i+1)); [ "$i" -gt 600 ] && exit 3; sleep 0.05; done"#,
+            ])
+            .arg(&dir)
+            .args([me, other]);
+            cmd
+        };
+        let mut pair = [rendezvous("a", "b"), rendezvous("b", "a")];
+        let both = stream_concurrently(&mut pair, None);
+        let _ = std::fs::remove_dir_all(&dir);
         assert!(
-            start.elapsed() < Duration::from_millis(1900),
-            "they ran one after the other"
+            both.iter().all(Result::is_ok),
+            "they ran one after the other: {both:?}"
         );
 
         let mut mixed = [
@@ -470,13 +495,14 @@ mod tests {
         let missing = results[2].as_ref().expect_err("no such program");
         assert!(missing.contains("not found"), "{missing}");
 
-        let mut sleepers = [Command::new("sleep"), Command::new("sleep")];
-        sleepers[0].arg("0");
-        sleepers[1].arg("30");
-        let results = stream_concurrently(&mut sleepers, Some(Duration::from_millis(500)));
-        assert!(results[0].is_ok());
+        let mut sleepers = [Command::new("true"), Command::new("sleep")];
+        sleepers[1].arg("600");
+        let start = Instant::now();
+        let results = stream_concurrently(&mut sleepers, Some(LIMIT));
+        assert!(results[0].is_ok(), "{results:?}");
         let killed = results[1].as_ref().expect_err("killed at the limit");
         assert!(killed.contains("time limit"), "{killed}");
+        assert!(start.elapsed() < Duration::from_secs(300));
     }
 
     #[test]
