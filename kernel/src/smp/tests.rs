@@ -312,7 +312,7 @@ fn a_full_ring_overflows_without_dropping_or_blocking() {
 /// one run in fifty hung.
 #[test]
 fn back_pressure_never_loses_a_wake() {
-    let (runs, n) = if cfg!(miri) { (2, 12) } else { (1000, 100) };
+    let (runs, n) = if cfg!(miri) { (2, 12) } else { (500, 100) };
     for _ in 0..runs {
         let config = SmpConfig::with_capacity(2).batch(1);
         let (sum, _) = run_cores(2, config, move || async move {

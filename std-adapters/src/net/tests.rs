@@ -305,9 +305,13 @@ fn every_core_accepts_on_a_shared_port() {
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         const CONNS: usize = 64;
         let bound = std::sync::Barrier::new(2);
+        // Accepted by both cores together: each keeps accepting until all have arrived (a
+        // core that stopped at a quiet spell would close its listener before its share of
+        // the clients connected, when the client thread starts late on a loaded machine).
+        let total = std::sync::atomic::AtomicUsize::new(0);
         let out = rt
             .run_on_all(|core| {
-                let bound = &bound;
+                let (bound, total) = (&bound, &total);
                 async move {
                     let listener = TcpListener::bind(addr)?;
                     assert_eq!(listener.local_addr()?.port(), port);
@@ -324,11 +328,19 @@ fn every_core_accepts_on_a_shared_port() {
                         })
                     });
                     let mut accepted = 0;
-                    while let Ok(res) =
-                        crate::time::timeout(Duration::from_millis(150), listener.accept()).await
-                    {
-                        res?;
-                        accepted += 1;
+                    let started = std::time::Instant::now();
+                    while total.load(std::sync::atomic::Ordering::SeqCst) < CONNS {
+                        if started.elapsed() > Duration::from_secs(60) {
+                            return Err(io::Error::other("not every client was accepted"));
+                        }
+                        // Wakes now and then to see whether the other core took the rest.
+                        if let Ok(res) =
+                            crate::time::timeout(Duration::from_millis(10), listener.accept()).await
+                        {
+                            res?;
+                            accepted += 1;
+                            total.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        }
                     }
                     if let Some(c) = clients {
                         c.join()

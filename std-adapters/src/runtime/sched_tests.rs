@@ -30,8 +30,19 @@ fn a_blocking_task_is_reported_while_it_stalls_and_after() {
                     .name("sleeper")
                     .group(g)
                     .spawn(async {
-                        // Holds the core: a blocking call inside a task.
-                        std::thread::sleep(Duration::from_millis(200));
+                        // Holds the core (a blocking call inside a task) for 200 ms and
+                        // until the watchdog has caught it: when the watchdog's thread gets
+                        // a CPU is up to the OS (on a loaded machine, not within 150 ms).
+                        let start = std::time::Instant::now();
+                        while start.elapsed() < Duration::from_millis(200)
+                            || super::watchdog::current_reports() == Some(0)
+                        {
+                            assert!(
+                                start.elapsed() < Duration::from_secs(60),
+                                "the watchdog never reported the running stall"
+                            );
+                            std::thread::sleep(Duration::from_millis(5));
+                        }
                     })
                     .await
                     .expect("task");
