@@ -33,7 +33,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::fmt;
 use std::marker::PhantomData;
-use std::mem;
+use std::mem::{self, MaybeUninit};
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -41,7 +41,7 @@ use std::task::{Context, Poll, Waker};
 
 use io_uring::cqueue;
 use seastar_hal::io::{
-    Completion, OpId, PoolId, SendBufRest, SendBufs, SendStatus, COMPLETION_BUFFER,
+    Completion, OpId, PoolId, SendBuf, SendBufRest, SendBufs, SendStatus, COMPLETION_BUFFER,
 };
 use seastar_hal::{ErrorKind, Instant, IoError};
 
@@ -221,7 +221,6 @@ struct Inner {
     ops: Slab<OpState>,
     /// Detached sends in flight (keys tagged with [`SEND_TAG`] in `user_data`).
     sends: Slab<SendSlot>,
-    cqes: Vec<cqueue::Entry>,
     eventfd_read: ReadBuf,
     shutting_down: bool,
     pools: Vec<Pool>,
@@ -233,6 +232,9 @@ struct Inner {
     #[allow(clippy::vec_box)] // the boxes are what is reused: each moves into a send's slot
     spare_writev: Vec<Box<WritevExtras>>,
 }
+
+/// CQEs taken from the completion queue at a time by [`UringDriver::reap`].
+const CQE_BATCH: usize = 32;
 
 /// Most finished gather headers kept for reuse.
 const SPARE_GATHERS: usize = 64;
@@ -270,6 +272,7 @@ fn result_of(kind: OpKind, res: i32) -> Result<u32, IoError> {
 }
 
 impl OpState {
+    #[inline]
     fn push_completion(&mut self, c: Completion) {
         if self.first.is_none() && self.rest.is_empty() {
             self.first = Some(c);
@@ -278,6 +281,7 @@ impl OpState {
         }
     }
 
+    #[inline]
     fn pop_completion(&mut self) -> Option<Completion> {
         match self.first.take() {
             Some(c) => Some(c),
@@ -313,7 +317,20 @@ fn give_back(pools: &mut [Pool], pool: u16, bid: u16) {
 fn release_buffer_in(inner: &mut Inner, pool: PoolId, bid: u16) {
     let Inner {
         ops, pools, rearm, ..
-    } = &mut *inner;
+    } = inner;
+    release_buffer_to(ops, pools, rearm, pool, bid);
+}
+
+/// [`release_buffer_in`] on the parts of `Inner` it needs (so a caller can hold a borrow of
+/// another part, such as a send's slot).
+#[inline]
+fn release_buffer_to(
+    ops: &mut Slab<OpState>,
+    pools: &mut [Pool],
+    rearm: &mut Vec<u64>,
+    pool: PoolId,
+    bid: u16,
+) {
     let Some(owner) = pools
         .get_mut(usize::from(pool.0))
         .and_then(|p| p.give_back(bid))
@@ -331,74 +348,92 @@ fn release_buffer_in(inner: &mut Inner, pool: PoolId, bid: u16) {
     }
 }
 
-/// The buffers of a finished (or never started) detached send: pool buffers go back at once,
-/// other owned buffers to `later`, dropped after the driver's borrow (their drop may call
-/// back into the driver). A gather's list is kept for the owner's next gather, its header
-/// and `iovec`s for the driver's.
+/// Release the buffers of a finished (or never started) detached send in place (no move of
+/// the slot): pool buffers go back at once, boxed buffers to `later`, dropped after the
+/// driver's borrow (their drop may call back into the driver); what stays in the slot is
+/// plain memory. A gather's list is kept for the owner's next gather, its header and
+/// `iovec`s for the driver's.
+#[allow(clippy::vec_box)] // `Inner::spare_writev`: the boxes are what is reused
 fn release_send_bufs(
-    inner: &mut Inner,
-    bufs: SendBufs,
-    gather: Option<Box<WritevExtras>>,
-    status: &SendStatus,
+    ops: &mut Slab<OpState>,
+    pools: &mut [Pool],
+    rearm: &mut Vec<u64>,
+    spare_writev: &mut Vec<Box<WritevExtras>>,
+    slot: &mut SendSlot,
     later: &mut Vec<Box<dyn Any>>,
 ) {
-    let mut release = |b: seastar_hal::io::SendBuf| match b.finish() {
+    let mut release = |b: &mut SendBuf| match b.take_rest() {
         SendBufRest::Done => {}
-        SendBufRest::Pool(pool, bid) => release_buffer_in(inner, pool, bid),
+        SendBufRest::Pool(pool, bid) => release_buffer_to(ops, pools, rearm, pool, bid),
         SendBufRest::Drop(b) => later.push(b),
     };
-    match bufs {
+    match &mut slot.bufs {
+        // Left in the slot: what remains of it is plain memory, freed with the slot.
         SendBufs::One(b) => release(b),
-        SendBufs::Gather(mut v) => {
-            v.drain(..).for_each(release);
-            status.recycle(v);
+        SendBufs::Gather(v) => {
+            v.iter_mut().for_each(release);
+            v.clear();
+            slot.status.recycle(mem::take(v));
         }
     }
-    if let Some(mut g) = gather {
-        if inner.spare_writev.len() < SPARE_GATHERS {
+    if let Some(mut g) = slot.gather.take() {
+        if spare_writev.len() < SPARE_GATHERS {
             g.iov.clear();
-            inner.spare_writev.push(g);
+            spare_writev.push(g);
         }
     }
 }
 
-/// A detached send is finished with `result` (its slot already free): release its buffers
-/// and tell its owner (whose waker, if any, joins `wakers`).
+/// A detached send is finished with `result`: release its buffers, tell its owner (whose
+/// waker, if any, joins `wakers`) and free its slot.
 fn finish_send(
     inner: &mut Inner,
-    slot: SendSlot,
+    key: u64,
     result: Result<u32, IoError>,
     wakers: &mut Vec<Waker>,
     later: &mut Vec<Box<dyn Any>>,
 ) {
-    let SendSlot {
-        bufs,
-        status,
-        len,
-        gather,
+    let Inner {
+        ops,
+        pools,
+        rearm,
+        sends,
+        spare_writev,
         ..
-    } = slot;
-    release_send_bufs(inner, bufs, gather, &status, later);
-    wakers.extend(status.finished(result, len));
-    if Rc::strong_count(&status) == 1 {
+    } = inner;
+    let Some(slot) = sends.get_mut(key) else {
+        return;
+    };
+    release_send_bufs(ops, pools, rearm, spare_writev, slot, later);
+    if let Some(w) = slot.status.finished(result, slot.len) {
+        wakers.push(w);
+    }
+    if Rc::strong_count(&slot.status) == 1 {
         // The owner is gone: the status (and a waker it may still hold) drops outside the
         // borrow too. Rare: only a stream dropped with its send in flight.
-        later.push(Box::new(status));
+        if let Some(slot) = sends.remove(key) {
+            later.push(Box::new(slot.status));
+        }
+    } else {
+        // Dropped in place: what is left (an emptied buffer list, a status reference) cannot
+        // re-enter the driver.
+        sends.free(key);
     }
 }
 
 /// Release the buffers of a detached send that never reached the kernel.
 #[cold]
 #[inline(never)]
-fn release_unstarted(inner: &mut Inner, slot: SendSlot, later: &mut Vec<Box<dyn Any>>) {
-    let SendSlot {
-        bufs,
-        status,
-        gather,
+fn release_unstarted(inner: &mut Inner, mut slot: SendSlot, later: &mut Vec<Box<dyn Any>>) {
+    let Inner {
+        ops,
+        pools,
+        rearm,
+        spare_writev,
         ..
-    } = slot;
-    release_send_bufs(inner, bufs, gather, &status, later);
-    later.push(Box::new(status));
+    } = inner;
+    release_send_bufs(ops, pools, rearm, spare_writev, &mut slot, later);
+    later.push(Box::new(slot));
 }
 
 impl UringDriver {
@@ -410,7 +445,6 @@ impl UringDriver {
                 ring,
                 ops: Slab::new(),
                 sends: Slab::new(),
-                cqes: Vec::with_capacity(64),
                 eventfd_read: ReadBuf::new(),
                 shutting_down: false,
                 pools: Vec::new(),
@@ -459,6 +493,7 @@ impl UringDriver {
     }
 
     /// Queue an SQE; when the SQ is full, hand the batch to the kernel first.
+    #[inline]
     fn push(&self, inner: &mut Inner, sqe: &Sqe, user_data: u64) -> Result<(), IoError> {
         if inner.ring.push(sqe, user_data) {
             return Ok(());
@@ -540,6 +575,7 @@ impl UringDriver {
     /// Start a detached send: `sqe` points into `slot` (its buffers and gather header). On
     /// success `status` (the slot's) counts it in flight; on failure its buffers are released
     /// before this returns.
+    #[inline]
     pub(crate) fn start_send(
         &self,
         sqe: &Sqe,
@@ -547,51 +583,52 @@ impl UringDriver {
         status: &SendStatus,
     ) -> Result<(), IoError> {
         let mut inner = self.inner.borrow_mut();
-        let mut later = Vec::new();
-        let res = match inner.sends.insert(slot) {
+        match inner.sends.insert(slot) {
             Ok(key) => match self.push(&mut inner, sqe, key | SEND_TAG) {
                 Ok(()) => {
                     add(&self.counters.ops, 1);
                     status.started();
-                    return Ok(());
+                    Ok(())
                 }
                 Err(e) => {
                     // Never reached the kernel: its memory can go at once.
-                    if let Some(slot) = inner.sends.remove(key) {
-                        release_unstarted(&mut inner, slot, &mut later);
+                    let slot = inner.sends.remove(key);
+                    drop(inner);
+                    if let Some(slot) = slot {
+                        self.release_send(slot);
                     }
                     Err(e)
                 }
             },
             Err(slot) => {
-                release_unstarted(&mut inner, slot, &mut later);
+                drop(inner);
+                self.release_send(slot);
                 Err(IoError::new(ErrorKind::OutOfMemory))
             }
-        };
-        drop(inner);
-        drop(later);
-        res
+        }
     }
 
     /// Release the buffers of a detached send that was never started.
+    #[cold]
     pub(crate) fn release_send(&self, slot: SendSlot) {
         let mut later = Vec::new();
         release_unstarted(&mut self.inner.borrow_mut(), slot, &mut later);
         drop(later);
     }
 
+    #[inline]
     pub(crate) fn poll_op_impl(&self, id: OpId, cx: &mut Context<'_>) -> Poll<Completion> {
         // Declared before the borrow so it drops after it: dropping a waker may run arbitrary
         // code (an executor's task drop) that re-enters the driver.
         let mut old_waker = None;
         let mut inner = self.inner.borrow_mut();
-        let invalid = Poll::Ready(Completion::done(Err(IoError::new(ErrorKind::InvalidInput))));
+        let invalid = || Poll::Ready(Completion::done(Err(IoError::new(ErrorKind::InvalidInput))));
         let Some(op) = inner.ops.get_mut(id.0) else {
-            return invalid;
+            return invalid();
         };
         if op.cancelled {
             // Released by `cancel`; the slot only waits for its final CQE.
-            return invalid;
+            return invalid();
         }
         if let Some(c) = op.pop_completion() {
             if !c.more {
@@ -620,6 +657,7 @@ impl UringDriver {
     }
 
     /// See [`IoDriver::has_completion`]: a cancelled op polls `Ready` (an error) too.
+    #[inline]
     pub(crate) fn has_completion_impl(&self, id: OpId) -> bool {
         let mut inner = self.inner.borrow_mut();
         inner
@@ -722,11 +760,13 @@ impl UringDriver {
         Ok(PoolId(bgid))
     }
 
+    #[inline]
     pub(crate) fn pool_buffer_impl(&self, pool: PoolId, bid: u16) -> Option<(*const u8, usize)> {
         let inner = self.inner.borrow();
         inner.pools.get(usize::from(pool.0))?.ring.buffer(bid)
     }
 
+    #[inline]
     pub(crate) fn release_buffer_impl(&self, pool: PoolId, bid: u16) {
         release_buffer_in(&mut self.inner.borrow_mut(), pool, bid);
     }
@@ -812,12 +852,18 @@ impl UringDriver {
         let mut released: Vec<Box<dyn Any>> = Vec::new();
         {
             let mut inner = self.inner.borrow_mut();
-            let mut cqes = mem::take(&mut inner.cqes);
-            inner.ring.drain(&mut cqes);
-            for cqe in cqes.drain(..) {
-                self.on_cqe(&mut inner, &cqe, &mut wakers, &mut released);
+            // CQEs are copied out in batches on the stack (the CQ's head moves past each
+            // batch at once), so processing one may push SQEs.
+            let mut batch = [const { MaybeUninit::<cqueue::Entry>::uninit() }; CQE_BATCH];
+            loop {
+                let cqes = inner.ring.take_cqes(&mut batch);
+                if cqes.is_empty() {
+                    break;
+                }
+                for cqe in cqes.iter() {
+                    self.on_cqe(&mut inner, cqe, &mut wakers, &mut released);
+                }
             }
-            inner.cqes = cqes;
         }
         for w in wakers.drain(..) {
             w.wake();
@@ -926,7 +972,9 @@ impl UringDriver {
             op.done = true;
         }
         op.push_completion(completion);
-        wakers.extend(op.waker.take());
+        if let Some(w) = op.waker.take() {
+            wakers.push(w);
+        }
     }
 }
 
@@ -963,9 +1011,7 @@ impl UringDriver {
         if res == -libc::ECANCELED {
             add(&self.counters.cancels_effective, 1);
         }
-        if let Some(slot) = inner.sends.remove(key) {
-            finish_send(inner, slot, result_of(OpKind::Other, res), wakers, released);
-        }
+        finish_send(inner, key, result_of(OpKind::Other, res), wakers, released);
     }
 
     /// A CQE of a live pooled receive: data goes to the owner with its buffer (always as a
@@ -1049,7 +1095,9 @@ impl UringDriver {
         }
         if let Some(c) = completion {
             op.push_completion(c);
-            wakers.extend(op.waker.take());
+            if let Some(w) = op.waker.take() {
+                wakers.push(w);
+            }
         }
         if pause {
             let _ = self.push(inner, &Sqe::cancel(ud), CANCEL_UD);
@@ -1082,7 +1130,9 @@ impl Drop for UringDriver {
                     finished.extend(inner.ops.remove(key));
                 } else if !op.cancelled {
                     op.cancelled = true;
-                    wakers.extend(op.waker.take());
+                    if let Some(w) = op.waker.take() {
+                        wakers.push(w);
+                    }
                     let _ = self.push(&mut inner, &Sqe::cancel(key), CANCEL_UD);
                 }
             }

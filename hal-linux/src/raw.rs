@@ -282,10 +282,12 @@ impl IoDriver for UringDriver {
         self.start(prepared)
     }
 
+    #[inline]
     fn poll_op(&self, id: OpId, cx: &mut Context<'_>) -> Poll<Completion> {
         self.poll_op_impl(id, cx)
     }
 
+    #[inline]
     fn has_completion(&self, id: OpId) -> bool {
         self.has_completion_impl(id)
     }
@@ -302,10 +304,12 @@ impl IoDriver for UringDriver {
         self.create_pool_impl(count, size)
     }
 
+    #[inline]
     fn pool_buffer(&self, pool: PoolId, bid: u16) -> Option<(*const u8, usize)> {
         self.pool_buffer_impl(pool, bid)
     }
 
+    #[inline]
     fn release_buffer(&self, pool: PoolId, bid: u16) {
         self.release_buffer_impl(pool, bid)
     }

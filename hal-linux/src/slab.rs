@@ -37,6 +37,7 @@ impl<T> Slab<T> {
     }
 
     /// Store `value`; handed back when all slots are taken.
+    #[inline]
     pub(crate) fn insert(&mut self, value: T) -> Result<u64, T> {
         let index = match self.free.pop() {
             Some(i) => i,
@@ -79,6 +80,7 @@ impl<T> Slab<T> {
 
     /// Release the slot, dropping its value where it is (no move out); its key becomes stale.
     /// `false` if the key was stale already.
+    #[inline]
     pub(crate) fn free(&mut self, key: u64) -> bool {
         let (index, gen) = split(key);
         let Some(e) = self.entries.get_mut(index) else {

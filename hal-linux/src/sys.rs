@@ -11,6 +11,7 @@
 
 use std::fs::File;
 use std::io;
+use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use io_uring::types::{Fd, SubmitArgs, Timespec};
@@ -295,6 +296,7 @@ impl Ring {
     }
 
     /// Queue `sqe` with `user_data` in the SQ (no syscall). `false` if the SQ is full.
+    #[inline]
     pub(crate) fn push(&mut self, sqe: &Sqe, user_data: u64) -> bool {
         let entry = sqe.0.clone().user_data(user_data);
         // SAFETY: `Sqe`'s invariant: every pointer in the entry stays valid until the final
@@ -412,15 +414,16 @@ impl Ring {
         }
     }
 
-    /// Move every visible CQE into `out` (no syscall).
-    pub(crate) fn drain(&mut self, out: &mut Vec<cqueue::Entry>) {
-        loop {
-            let before = out.len();
-            out.extend(self.ring.completion());
-            if out.len() == before {
-                return;
-            }
-        }
+    /// Take up to `out.len()` visible CQEs, oldest first, copied into `out` (no syscall);
+    /// an empty slice when none is visible. The CQ's head moves past them: the kernel may
+    /// reuse their entries.
+    #[inline]
+    pub(crate) fn take_cqes<'a>(
+        &mut self,
+        out: &'a mut [MaybeUninit<cqueue::Entry>],
+    ) -> &'a [cqueue::Entry] {
+        // Dropping the queue view publishes the new head.
+        self.ring.completion().fill(out)
     }
 }
 

@@ -145,3 +145,37 @@ fn a_dropped_timeout_stays_in_flight_until_its_cqe() {
     park_until(&p, || p.io().in_flight() == 0);
     assert_eq!(p.stats().cancels, 1);
 }
+
+/// One park reaps every completion that is there, however many batches the driver takes
+/// them out of the completion queue in: 100 nops in one park all complete, each woken once.
+#[test]
+fn one_park_reaps_more_completions_than_one_batch() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::task::{Context, Wake, Waker};
+
+    struct Count(AtomicUsize);
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let p = platform();
+    let count = Arc::new(Count(AtomicUsize::new(0)));
+    let waker = Waker::from(count.clone());
+    let mut cx = Context::from_waker(&waker);
+    let mut ops: Vec<_> = (0..100).map(|_| Op::nop(p.io()).expect("submit")).collect();
+    for op in &mut ops {
+        assert!(op.poll_complete(&mut cx).is_pending());
+    }
+    p.park(None);
+    assert_eq!(
+        count.0.load(Ordering::SeqCst),
+        100,
+        "every nop woken by the one park"
+    );
+    for op in &mut ops {
+        assert!(op.poll_complete(&mut cx).is_ready());
+    }
+    assert_eq!(p.io().in_flight(), 0);
+}

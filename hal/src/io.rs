@@ -454,6 +454,27 @@ impl SendBuf {
             SendOwner::Boxed(b) => SendBufRest::Drop(b),
         }
     }
+
+    /// [`finish`](Self::finish) without moving the value, for a driver that finishes a send
+    /// where it stores it: says what is left to do (a pool buffer to release, a boxed buffer
+    /// to drop outside the driver's borrows) and takes it out, so dropping the value later
+    /// frees only plain memory (a `Vec`) and never releases a pool buffer twice. The value
+    /// must not be sent again.
+    #[inline]
+    pub fn take_rest(&mut self) -> SendBufRest {
+        match self.owner {
+            SendOwner::Static | SendOwner::Vec(_) => SendBufRest::Done,
+            SendOwner::Pool(pool, bid) => {
+                // A pool owner is plain data: nothing to drop.
+                core::mem::forget(core::mem::replace(&mut self.owner, SendOwner::Static));
+                SendBufRest::Pool(pool, bid)
+            }
+            SendOwner::Boxed(_) => match core::mem::replace(&mut self.owner, SendOwner::Static) {
+                SendOwner::Boxed(b) => SendBufRest::Drop(b),
+                _ => SendBufRest::Done,
+            },
+        }
+    }
 }
 
 impl core::fmt::Debug for SendBuf {
@@ -760,6 +781,7 @@ pub struct MultiOp<D: IoDriver> {
 
 impl<D: IoDriver> MultiOp<D> {
     /// The next completion, or `None` once the final one was returned.
+    #[inline]
     pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Completion>> {
         let Some(id) = self.id else {
             return Poll::Ready(None);
@@ -1012,6 +1034,7 @@ impl<D: IoDriver + Clone> RecvStream<D> {
 
     /// The next received buffer; `Ready(None)` at end of stream (and afterwards), `Some(Err)`
     /// when the receive failed (which ends it).
+    #[inline]
     pub fn poll_next(
         &mut self,
         cx: &mut Context<'_>,
@@ -1049,6 +1072,7 @@ impl<D: IoDriver + Clone> RecvStream<D> {
 
     /// Whether [`poll_next`](Self::poll_next) would return `Ready` now (`false` only when it
     /// would surely be `Pending`): a peek that costs no poll.
+    #[inline]
     pub fn is_ready(&self) -> bool {
         self.op
             .id
@@ -1218,6 +1242,17 @@ mod tests {
         f
     }
 
+    /// Buffer `bid` holding `n` bytes, taken from a pooled receive on `f`.
+    fn received(f: &Fake, bid: u16, n: u32) -> PooledBuf<&Fake> {
+        *f.script.borrow_mut() = vec![data(bid, n)];
+        let mut s = RecvStream::new(f, 5, PoolId(0)).expect("submit");
+        let mut cx = Context::from_waker(Waker::noop());
+        let Poll::Ready(Some(Ok(buf))) = s.poll_next(&mut cx) else {
+            panic!("a buffer")
+        };
+        buf
+    }
+
     #[test]
     fn completion_names_its_buffer() {
         assert_eq!(data(3, 5).buffer(), Some(3));
@@ -1261,13 +1296,7 @@ mod tests {
     #[test]
     fn a_pool_buffer_moves_into_a_send_buf_without_being_released() {
         let f = fake();
-        *f.script.borrow_mut() = vec![data(2, 5)];
-        let mut s = RecvStream::new(&f, 5, PoolId(0)).expect("submit");
-        let mut cx = Context::from_waker(Waker::noop());
-        let Poll::Ready(Some(Ok(buf))) = s.poll_next(&mut cx) else {
-            panic!("a buffer")
-        };
-        let send = buf.into_send_buf();
+        let send = received(&f, 2, 5).into_send_buf();
         assert_eq!(send.len(), 5);
         // SAFETY: the pool memory lives in `f`, and `send` points at 5 bytes of buffer 2.
         let bytes = unsafe { core::slice::from_raw_parts(send.as_ptr(), send.len()) };
@@ -1297,6 +1326,30 @@ mod tests {
             [SendBufRest::Done, SendBufRest::Done, SendBufRest::Drop(_)]
         ));
         assert!(SendBufs::One(SendBuf::from_static(b"")).is_empty());
+    }
+
+    #[test]
+    fn take_rest_hands_out_what_is_left_once_and_keeps_the_bytes() {
+        let f = fake();
+        let mut pooled = received(&f, 3, 4).into_send_buf();
+        assert!(matches!(
+            pooled.take_rest(),
+            SendBufRest::Pool(PoolId(0), 3)
+        ));
+        // Taken: a second look (or dropping it) releases nothing again.
+        assert!(matches!(pooled.take_rest(), SendBufRest::Done));
+        assert!(matches!(pooled.finish(), SendBufRest::Done));
+        let mut boxed = SendBuf::boxed(vec![9u8; 4].into_boxed_slice());
+        assert!(matches!(boxed.take_rest(), SendBufRest::Drop(_)));
+        assert!(matches!(boxed.take_rest(), SendBufRest::Done));
+        // A `Vec` stays with the value, freed when it drops.
+        let mut v = SendBuf::from_vec(vec![1, 2, 3]);
+        assert!(matches!(v.take_rest(), SendBufRest::Done));
+        assert_eq!(v.len(), 3);
+        assert!(
+            f.released.borrow().is_empty(),
+            "the driver releases, not take_rest"
+        );
     }
 
     #[test]

@@ -261,6 +261,7 @@ impl IoDriver for CoreIo {
         }
     }
 
+    #[inline]
     fn poll_op(&self, id: OpId, cx: &mut Context<'_>) -> Poll<Completion> {
         match self {
             CoreIo::Uring(p) => p.io().poll_op(id, cx),
@@ -268,6 +269,7 @@ impl IoDriver for CoreIo {
         }
     }
 
+    #[inline]
     fn has_completion(&self, id: OpId) -> bool {
         match self {
             CoreIo::Uring(p) => p.io().has_completion(id),
@@ -296,6 +298,7 @@ impl IoDriver for CoreIo {
         }
     }
 
+    #[inline]
     fn pool_buffer(&self, pool: PoolId, bid: u16) -> Option<(*const u8, usize)> {
         match self {
             CoreIo::Uring(p) => p.io().pool_buffer(pool, bid),
@@ -303,6 +306,7 @@ impl IoDriver for CoreIo {
         }
     }
 
+    #[inline]
     fn release_buffer(&self, pool: PoolId, bid: u16) {
         match self {
             CoreIo::Uring(p) => p.io().release_buffer(pool, bid),
@@ -310,6 +314,7 @@ impl IoDriver for CoreIo {
         }
     }
 
+    #[inline]
     fn send_detached(
         &self,
         fd: Fd,

@@ -72,8 +72,14 @@ impl Socket {
     }
 
     /// Wait until no write-behind send is in flight; the error of one that failed (once).
+    /// The common case, nothing in flight and no failure, costs two loads.
+    #[inline]
     pub(crate) fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        std::task::ready!(self.behind.poll_idle(cx));
+        if self.behind.in_flight() > 0 {
+            std::task::ready!(self.behind.poll_idle(cx));
+        } else if !self.behind.has_error() {
+            return Poll::Ready(Ok(()));
+        }
         Poll::Ready(self.behind_error())
     }
 
@@ -109,12 +115,7 @@ impl Socket {
     ) -> impl Future<Output = io::Result<()>> + '_ {
         let mut buf = Some(buf);
         poll_fn(move |cx| {
-            // `poll_flush`, whose wait (a call into the HAL) the common case skips.
-            if self.behind.in_flight() > 0 {
-                std::task::ready!(self.poll_flush(cx))?;
-            } else if self.behind.has_error() {
-                return Poll::Ready(self.behind_error());
-            }
+            std::task::ready!(self.poll_flush(cx))?;
             let Some(buf) = buf.take().map(send_buf) else {
                 // Polled again after it finished.
                 return Poll::Ready(Ok(()));
@@ -135,30 +136,41 @@ impl Socket {
 
     /// [`write_behind`](Self::write_behind) of the buffers in `bufs`, in order, as one gather
     /// send per [`IOV_MAX`] buffers. Takes them all out of `bufs` (on an error too), which
-    /// keeps its allocation for the caller's next batch.
-    pub(crate) async fn writev_behind<B: IoBuf>(&self, bufs: &mut Vec<B>) -> io::Result<()> {
-        let result = self.writev_behind_from(bufs).await;
-        bufs.clear();
-        result
-    }
-
-    async fn writev_behind_from<B: IoBuf>(&self, bufs: &mut Vec<B>) -> io::Result<()> {
-        while !bufs.is_empty() {
-            self.flush().await?;
-            let take = bufs.len().min(IOV_MAX);
-            // The last finished gather's list, sized up front: usually no allocation.
-            let mut batch = self.behind.take_spare();
-            batch.reserve(take);
-            batch.extend(
-                bufs.drain(..take)
-                    .filter(|b| b.bytes_init() > 0)
-                    .map(send_buf),
-            );
-            if !batch.is_empty() {
-                self.send_behind(SendBufs::Gather(batch))?;
-            }
-        }
-        Ok(())
+    /// keeps its allocation for the caller's next batch; buffers not yet handed to the driver
+    /// stay in `bufs` if the future is dropped while it waits for an earlier send.
+    ///
+    /// One `poll_fn`, like `write_behind`.
+    pub(crate) fn writev_behind<'a, B: IoBuf>(
+        &'a self,
+        bufs: &'a mut Vec<B>,
+    ) -> impl Future<Output = io::Result<()>> + 'a {
+        poll_fn(move |cx| {
+            let result = loop {
+                if bufs.is_empty() {
+                    break Ok(());
+                }
+                // Wait for the send in flight (one per socket), then report a failure.
+                if let Err(e) = std::task::ready!(self.poll_flush(cx)) {
+                    break Err(e);
+                }
+                let take = bufs.len().min(IOV_MAX);
+                // The last finished gather's list, sized up front: usually no allocation.
+                let mut batch = self.behind.take_spare();
+                batch.reserve(take);
+                batch.extend(
+                    bufs.drain(..take)
+                        .filter(|b| b.bytes_init() > 0)
+                        .map(send_buf),
+                );
+                if !batch.is_empty() {
+                    if let Err(e) = self.send_behind(SendBufs::Gather(batch)) {
+                        break Err(e);
+                    }
+                }
+            };
+            bufs.clear();
+            Poll::Ready(result)
+        })
     }
 
     /// The next bytes received into the core's pool; `None` at end of stream.
@@ -437,6 +449,7 @@ fn recv_ended(st: &mut RecvState, error: Option<IoError>) -> io::Result<Option<R
 
 /// `buf` as bytes the driver owns for a detached send: pool buffers, `Vec`s and static bytes
 /// as they are (no allocation), any other buffer boxed.
+#[inline]
 fn send_buf<B: IoBuf>(buf: B) -> SendBuf {
     let mut slot = Some(buf);
     let any: &mut dyn Any = &mut slot;

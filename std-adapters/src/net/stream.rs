@@ -168,8 +168,11 @@ impl TcpStream {
     /// caller can fill the same `Vec` again: a gather then allocates nothing. If the future
     /// is dropped while it waits for an earlier send, the buffers not yet handed to the
     /// platform stay in `bufs`.
-    pub async fn writev_behind<B: IoBuf>(&self, bufs: &mut Vec<B>) -> io::Result<()> {
-        self.sock.writev_behind(bufs).await
+    pub fn writev_behind<'a, B: IoBuf>(
+        &'a self,
+        bufs: &'a mut Vec<B>,
+    ) -> impl Future<Output = io::Result<()>> + 'a {
+        self.sock.writev_behind(bufs)
     }
 
     /// Wait until every [`write_behind`](Self::write_behind) byte has gone out; the error of
@@ -359,8 +362,11 @@ impl OwnedWriteHalf {
     }
 
     /// As [`TcpStream::writev_behind`].
-    pub async fn writev_behind<B: IoBuf>(&self, bufs: &mut Vec<B>) -> io::Result<()> {
-        self.sock.writev_behind(bufs).await
+    pub fn writev_behind<'a, B: IoBuf>(
+        &'a self,
+        bufs: &'a mut Vec<B>,
+    ) -> impl Future<Output = io::Result<()>> + 'a {
+        self.sock.writev_behind(bufs)
     }
 
     /// As [`TcpStream::flush`].
