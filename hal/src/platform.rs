@@ -73,17 +73,29 @@ pub struct PollInfo<'a> {
     pub task_name: Option<&'a str>,
     /// The name of the task's scheduling group.
     pub group: &'a str,
+    /// The index of the task's scheduling group on its core. For as long as the platform
+    /// runs one executor, one index always means the same group and name (groups are never
+    /// removed or renamed), so a watch may key what it published on it instead of comparing
+    /// names.
+    pub group_index: u32,
     /// When the poll starts, on this platform's clock ([`Platform::now`]).
     pub start: Instant,
 }
 
 impl<'a> PollInfo<'a> {
     /// Describe a poll.
-    pub fn new(task_id: u64, task_name: Option<&'a str>, group: &'a str, start: Instant) -> Self {
+    pub fn new(
+        task_id: u64,
+        task_name: Option<&'a str>,
+        group: &'a str,
+        group_index: u32,
+        start: Instant,
+    ) -> Self {
         PollInfo {
             task_id,
             task_name,
             group,
+            group_index,
             start,
         }
     }

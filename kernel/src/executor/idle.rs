@@ -38,7 +38,10 @@
 //! the spin hand the core back to the loop, with its latest clock reading, which the loop
 //! uses instead of reading the clock again. So a core serving a stream of requests answers
 //! each without a loop pass (no timer sweep, remote-queue check or clock read of the loop's
-//! own), and a caller whose reply lands while it spins goes straight to polling its task.
+//! own), and a caller whose reply lands while it spins goes straight to polling its task:
+//! when that reply woke the root future and nothing else, the loop polls the root and spins
+//! again without a pass of its own (`Executor::root_alone`; every 64th time it takes the
+//! pass anyway).
 //! A plain function sent with `submit_sync` is called there without a task (still a poll:
 //! charged, watched and stall-checked).
 //! The window restarts with each message served. Everything the loop guarantees still

@@ -133,6 +133,10 @@ pub const ROOT_NAME: &str = "(root)";
 /// Upper bound on task polls between two looks at I/O, whatever the clock says.
 const MAX_POLLS_PER_BATCH: u32 = 4096;
 
+/// Most root polls straight out of the idle spin (see [`Executor::root_alone`]) between two
+/// full passes of the loop.
+const ROOT_ONLY_BUDGET: u32 = 64;
+
 /// `block_on` was called while another executor is running on this thread (nested), or,
 /// without `std`, anywhere.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -247,6 +251,7 @@ impl<P: Platform + 'static> Executor<P> {
         let mut now = self.platform.now();
         loop {
             Stats::bump(&core.stats.loop_iterations, 1);
+            let mut root_only_left = ROOT_ONLY_BUDGET;
             // One quota covers the batch: the root future's polls and the tasks'.
             let quota_start = now;
             core.begin_quota(quota_start.saturating_add(self.config.task_quota));
@@ -258,14 +263,38 @@ impl<P: Platform + 'static> Executor<P> {
             // Idle: poll for a while before parking (`idle.rs`); work found there skips the
             // park (and its system call) altogether, and the spin's last clock reading
             // stands for this iteration's.
-            let spun = if idle {
+            let mut spun = if idle {
                 self.idle_poll(&mut idle_state, &root.woken, smp.as_deref(), now)
             } else {
                 None
             };
-            if let Some(spin_now) = spun {
+            // What the spin served woke the root future and nothing else (a caller awaiting
+            // its `submit_to` reply): poll it right here and spin again, without the loop's
+            // pass (see `root_alone`).
+            while let Some(spin_now) = spun {
                 now = spin_now;
-            } else {
+                if root_only_left == 0 || !self.root_alone(&root.woken, smp.as_deref(), now) {
+                    break;
+                }
+                root_only_left -= 1;
+                core.begin_quota(now.saturating_add(self.config.task_quota));
+                // A swap, as in `run_batch`: it takes in what a wake from another thread
+                // published, however late it came.
+                root.woken.swap(false, Ordering::AcqRel);
+                let (polled, end) = self.poll_root(future.as_mut(), &mut cx, now);
+                if let Poll::Ready(out) = polled {
+                    return Ok(out);
+                }
+                now = end;
+                // The start of a poll of work the spin serves next (`Core::spawn_and_poll`).
+                core.set_clock_mark(now);
+                if core.run_queue_len() > 0 || root.woken.load(Ordering::Acquire) {
+                    // The loop's pass, then a batch.
+                    break;
+                }
+                spun = self.idle_poll(&mut idle_state, &root.woken, smp.as_deref(), now);
+            }
+            if spun.is_none() {
                 // The spin may have made work runnable (a completion, a wake) without
                 // skipping the park: then the park must not block.
                 let idle = idle
@@ -287,6 +316,21 @@ impl<P: Platform + 'static> Executor<P> {
                 now = core.clock_mark();
             }
         }
+    }
+
+    /// Whether the root future is all there is to do at `now`: woken, with no task queued, no
+    /// wake from another thread, no timer due and no overflow to retry. The idle spin then
+    /// hands it to the loop, which polls it and spins again without a pass of its own: the
+    /// spin looks at messages, wakes, timers and I/O itself (`idle.rs`; `idle_poll` still
+    /// makes the park due once per quota), and at most [`ROOT_ONLY_BUDGET`] such polls go by
+    /// before a full pass anyway (dead peers, the iteration's statistics).
+    fn root_alone(&self, root_woken: &AtomicBool, smp: Option<&CoreSmp>, now: Instant) -> bool {
+        let core = &self.core;
+        root_woken.load(Ordering::Acquire)
+            && core.run_queue_len() == 0
+            && !core.remote_pending()
+            && core.next_timer().is_none_or(|t| t > now)
+            && smp.is_none_or(|s| !s.overflowing())
     }
 
     /// Park on the platform: until the next timer if `idle`, else only to collect what is
@@ -392,6 +436,7 @@ impl<P: Platform + 'static> Executor<P> {
                 0,
                 Some(ROOT_NAME),
                 DEFAULT_GROUP_NAME,
+                0,
                 start,
             ));
         }

@@ -579,7 +579,13 @@ impl Core {
         let watch = self.clock.watch();
         if let Some(w) = watch {
             let sched = self.sched.borrow();
-            w.poll_started(&PollInfo::new(id, name, sched.group_name(group), start));
+            w.poll_started(&PollInfo::new(
+                id,
+                name,
+                sched.group_name(group),
+                group,
+                start,
+            ));
         }
         let out = poll();
         let end = self.clock.read_clock();

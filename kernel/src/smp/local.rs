@@ -685,6 +685,11 @@ impl CoreSmp {
         })
     }
 
+    /// Messages wait in overflow queues for room in their rings (the loop retries them).
+    pub(crate) fn overflowing(&self) -> bool {
+        self.counters.overflow_queued.get() > 0
+    }
+
     /// Anything that needs the loop: a message to read, room for overflow, a dead peer owing
     /// replies.
     pub(crate) fn has_work(&self) -> bool {

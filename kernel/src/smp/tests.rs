@@ -950,19 +950,76 @@ fn a_timer_set_and_due_while_the_idle_spin_serves_requests_fires_during_the_stre
     });
     let steps = Duration::from_millis(2).as_nanos() / step.as_nanos();
     let due = PROBE_AFTER + 1 + u32::try_from(steps).expect("small");
+    assert_fired_in_a_spun_stream(fired_at, due, n, iterations);
+}
+
+/// A timer that came due after `due` of a stream's `n` round trips fired after `fired_at`
+/// of them: on time (never early) and during the stream; and the stream took fewer than
+/// half as many loop iterations as round trips (the idle spin did the work).
+fn assert_fired_in_a_spun_stream(fired_at: Option<u32>, due: u32, n: u32, iterations: u64) {
     let fired_at = fired_at.expect("the timer fired");
     assert!(
         fired_at >= due,
-        "fired early: after {fired_at} requests, due after {due}"
+        "fired early: after {fired_at} round trips, due after {due}"
     );
     assert!(
         fired_at < n,
         "fired only after the stream ({fired_at} of {n})"
     );
     assert!(
-        iterations < u64::from(n) / 2,
-        "{iterations} loop iterations for {n} requests: they were not served in the spin"
+        u64::from(n) > 2 * iterations,
+        "{iterations} loop iterations for {n} round trips: the spin did not do the work"
     );
+}
+
+/// Both cores spin while idle (bounded by rounds under the virtual clock).
+fn both_spin(_core: usize) -> ExecutorConfig {
+    serving_spin(1)
+}
+
+/// A caller spinning for its replies: each reply the spin takes in wakes only the root
+/// future, which the loop polls straight out of the spin (no pass of its own per round
+/// trip), and a timer of a task on the caller's core that comes due during the stream still
+/// fires during it, never early. Core 0's clock moves by `step` per round trip.
+#[test]
+fn a_spinning_caller_polls_its_root_straight_out_of_the_spin_and_its_timers_still_fire() {
+    // Steps well below the task quota (500 µs): the park due once per quota takes a loop
+    // pass, so a step of a whole quota would make one per round trip.
+    let (n, step) = if cfg!(miri) {
+        (30, Duration::from_micros(100))
+    } else {
+        (200, Duration::from_micros(100))
+    };
+    let (out, _) = run_cores_with(2, small(), both_spin, move || async move {
+        let iterations = || crate::executor::stats().expect("running").loop_iterations;
+        let replies = Rc::new(Cell::new(0u32));
+        let fired_at = Rc::new(Cell::new(None));
+        let timer = {
+            let (replies, fired_at) = (replies.clone(), fired_at.clone());
+            spawn(async move {
+                crate::time::sleep(Duration::from_millis(2)).await;
+                fired_at.set(Some(replies.get()));
+            })
+        };
+        // Let the timer task register its sleep before the stream starts.
+        yield_now().await;
+        let before = iterations();
+        let mut sum = 0;
+        for i in 0..n {
+            sum += submit_to(1, move || async move { i })
+                .await
+                .expect("core 1 alive");
+            replies.set(replies.get() + 1);
+            platform().clock().advance(step);
+        }
+        let iterations = iterations() - before;
+        timer.await.expect("timer task");
+        (sum, fired_at.get(), iterations)
+    });
+    let (sum, fired_at, iterations) = out;
+    assert_eq!(sum, n * (n - 1) / 2);
+    let due = u32::try_from(Duration::from_millis(2).as_nanos() / step.as_nanos()).expect("small");
+    assert_fired_in_a_spun_stream(fired_at, due, n, iterations);
 }
 
 /// A stream of requests served in the idle spin does not starve I/O: an operation started

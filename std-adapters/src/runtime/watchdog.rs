@@ -105,7 +105,15 @@ pub(crate) struct WatchLocal {
     /// Bumped whenever the published names change (or may have: a failed `try_lock`);
     /// starts at 1, so the zeroed table knows no task.
     generation: Cell<u64>,
+    /// The index of the group whose unnamed tasks have the published names (no task name,
+    /// that group's name), or [`NO_GROUP`]. Unnamed tasks (every cross-core request is a new
+    /// one) are checked against it alone: a group's index stands for its name, which never
+    /// changes, so they need neither the table nor a comparison.
+    unnamed_group: Cell<u32>,
 }
+
+/// [`WatchLocal::unnamed_group`] when the published names are not an unnamed task's.
+const NO_GROUP: u32 = u32::MAX;
 
 #[derive(Debug, Default)]
 struct Cached {
@@ -150,6 +158,7 @@ impl WatchLocal {
             cache: RefCell::new(Cached::default()),
             verified: (0..VERIFIED_SLOTS).map(|_| Cell::new((0, 0))).collect(),
             generation: Cell::new(1),
+            unnamed_group: Cell::new(NO_GROUP),
         }
     }
 
@@ -164,10 +173,15 @@ impl StallWatch for WatchLocal {
         // The root future (task 0) always has the same names, which `check` knows: keeping
         // them out of the cache spares a republish on every root/task alternation (a task
         // handing its result to the root), which would otherwise be the common case.
-        if poll.task_id != ROOT_TASK_ID {
+        if poll.task_id == ROOT_TASK_ID {
+        } else if poll.task_name.is_none() {
+            if self.unnamed_group.get() != poll.group_index {
+                self.publish_names(poll, None);
+            }
+        } else {
             let slot = &self.verified[(poll.task_id as usize) & (VERIFIED_SLOTS - 1)];
             if slot.get() != (poll.task_id, self.generation.get()) {
-                self.publish_names(poll, slot);
+                self.publish_names(poll, Some(slot));
             }
         }
         shared.task_id.store(poll.task_id, Ordering::Relaxed);
@@ -184,13 +198,23 @@ impl StallWatch for WatchLocal {
 
 impl WatchLocal {
     /// Make the shared names those of `poll`'s task, unless they are already; then remember
-    /// the task in `slot` (its slot of `verified`) as having them.
+    /// the task in `slot` (its slot of `verified`; none for an unnamed task) as having them,
+    /// or, for an unnamed task, its group in `unnamed_group`.
     #[cold]
-    fn publish_names(&self, poll: &PollInfo<'_>, slot: &Cell<(u64, u64)>) {
+    fn publish_names(&self, poll: &PollInfo<'_>, slot: Option<&Cell<(u64, u64)>>) {
         let shared = &*self.shared;
         let mut cache = self.cache.borrow_mut();
+        let verified = |generation| {
+            if let Some(slot) = slot {
+                slot.set((poll.task_id, generation));
+            }
+            self.unnamed_group.set(match poll.task_name {
+                None => poll.group_index,
+                Some(_) => NO_GROUP,
+            });
+        };
         if cache.matches(poll) {
-            slot.set((poll.task_id, self.generation.get()));
+            verified(self.generation.get());
         } else {
             // Every task verified so far has the names being replaced (or unknown ones).
             let generation = self.generation.get() + 1;
@@ -209,11 +233,12 @@ impl WatchLocal {
                     names.group.push_str(poll.group);
                     drop(names);
                     cache.set(poll);
-                    slot.set((poll.task_id, generation));
+                    verified(generation);
                     shared.names_stale.store(false, Ordering::Relaxed);
                 }
                 None => {
                     cache.valid = false;
+                    self.unnamed_group.set(NO_GROUP);
                     shared.names_stale.store(true, Ordering::Relaxed);
                 }
             }
@@ -391,8 +416,24 @@ mod tests {
         (n.task.clone(), n.group.clone())
     }
 
+    /// The groups of these tests, at their index on the core.
+    const GROUPS: [&str; 6] = [DEFAULT_GROUP_NAME, "main", "slow", "batch", "old!", "new!"];
+
+    fn group_index(name: &str) -> u32 {
+        match GROUPS.iter().position(|g| *g == name) {
+            Some(i) => u32::try_from(i).expect("few groups"),
+            None => panic!("test group {name} has no index"),
+        }
+    }
+
     fn poll(local: &WatchLocal, id: u64, task: Option<&str>, group: &str) {
-        local.poll_started(&PollInfo::new(id, task, group, Instant::from_nanos(5)));
+        local.poll_started(&PollInfo::new(
+            id,
+            task,
+            group,
+            group_index(group),
+            Instant::from_nanos(5),
+        ));
         local.poll_ended(Instant::from_nanos(6));
     }
 
@@ -424,13 +465,14 @@ mod tests {
         let shared = Arc::new(CoreWatch::new(0));
         let local = WatchLocal::new(shared.clone(), StdInstant::now(), Instant::from_nanos(1));
         // Connections' tasks in one group, polled round robin: the names are published once
-        // and each task is compared once, not on every poll.
+        // and each task is compared once, not on every poll. (Named: unnamed tasks are known
+        // by their group alone, see the next test.)
         for _ in 0..3 {
             for id in 1..=20 {
-                poll(&local, id, None, "main");
+                poll(&local, id, Some("conn"), "main");
             }
         }
-        assert_eq!(names(&shared), (None, "main".to_owned()));
+        assert_eq!(names(&shared), (Some("conn".to_owned()), "main".to_owned()));
         let generation = local.generation.get();
         for id in 1..=20 {
             let slot = &local.verified[id as usize % VERIFIED_SLOTS];
@@ -445,14 +487,53 @@ mod tests {
         poll(&local, 22, Some("t"), &group);
         assert_eq!(names(&shared), (Some("t".to_owned()), "new!".to_owned()));
         // A task verified before the change is compared again, and republishes its names.
-        poll(&local, 5, None, "main");
-        assert_eq!(names(&shared), (None, "main".to_owned()));
+        poll(&local, 5, Some("conn"), "main");
+        assert_eq!(names(&shared), (Some("conn".to_owned()), "main".to_owned()));
         // Two tasks sharing a slot: each gets its own names.
         let other = 5 + VERIFIED_SLOTS as u64;
-        poll(&local, other, None, "batch");
-        assert_eq!(names(&shared), (None, "batch".to_owned()));
-        poll(&local, 5, None, "main");
+        poll(&local, other, Some("conn"), "batch");
+        assert_eq!(
+            names(&shared),
+            (Some("conn".to_owned()), "batch".to_owned())
+        );
+        poll(&local, 5, Some("conn"), "main");
+        assert_eq!(names(&shared), (Some("conn".to_owned()), "main".to_owned()));
+    }
+
+    #[test]
+    fn unnamed_tasks_are_known_by_their_group() {
+        let shared = Arc::new(CoreWatch::new(0));
+        let local = WatchLocal::new(shared.clone(), StdInstant::now(), Instant::from_nanos(1));
+        // A stream of new unnamed tasks (cross-core requests): published once, then known
+        // by their group's index without the table or a comparison.
+        poll(&local, 1, None, "main");
+        let generation = local.generation.get();
+        for id in 2..=600 {
+            poll(&local, id, None, "main");
+        }
         assert_eq!(names(&shared), (None, "main".to_owned()));
+        assert_eq!(local.generation.get(), generation, "no republish");
+        // A named task in between, then unnamed ones again, in another group and back.
+        poll(&local, 601, Some("a"), "main");
+        assert_eq!(names(&shared), (Some("a".to_owned()), "main".to_owned()));
+        poll(&local, 602, None, "main");
+        assert_eq!(names(&shared), (None, "main".to_owned()));
+        poll(&local, 603, None, "batch");
+        assert_eq!(names(&shared), (None, "batch".to_owned()));
+        poll(&local, 604, None, "main");
+        assert_eq!(names(&shared), (None, "main".to_owned()));
+        // The named task again: compared, and republished.
+        poll(&local, 601, Some("a"), "main");
+        assert_eq!(names(&shared), (Some("a".to_owned()), "main".to_owned()));
+        // Names the watchdog held when an unnamed task started are published by the next.
+        {
+            let _reading = shared.lock_names();
+            poll(&local, 605, None, "slow");
+        }
+        assert!(shared.names_stale.load(Ordering::Relaxed));
+        poll(&local, 606, None, "slow");
+        assert!(!shared.names_stale.load(Ordering::Relaxed));
+        assert_eq!(names(&shared), (None, "slow".to_owned()));
     }
 
     #[test]
