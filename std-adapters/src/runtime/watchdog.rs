@@ -173,15 +173,18 @@ impl StallWatch for WatchLocal {
         // The root future (task 0) always has the same names, which `check` knows: keeping
         // them out of the cache spares a republish on every root/task alternation (a task
         // handing its result to the root), which would otherwise be the common case.
-        if poll.task_id == ROOT_TASK_ID {
-        } else if poll.task_name.is_none() {
-            if self.unnamed_group.get() != poll.group_index {
-                self.publish_names(poll, None);
+        match poll.task_name {
+            _ if poll.task_id == ROOT_TASK_ID => {}
+            None => {
+                if self.unnamed_group.get() != poll.group_index {
+                    self.publish_names(poll, None);
+                }
             }
-        } else {
-            let slot = &self.verified[(poll.task_id as usize) & (VERIFIED_SLOTS - 1)];
-            if slot.get() != (poll.task_id, self.generation.get()) {
-                self.publish_names(poll, Some(slot));
+            Some(_) => {
+                let slot = &self.verified[(poll.task_id as usize) & (VERIFIED_SLOTS - 1)];
+                if slot.get() != (poll.task_id, self.generation.get()) {
+                    self.publish_names(poll, Some(slot));
+                }
             }
         }
         shared.task_id.store(poll.task_id, Ordering::Relaxed);
