@@ -242,8 +242,11 @@ impl<P: Platform + 'static> Executor<P> {
         let mut cx = Context::from_waker(&waker);
         let mut future = pin!(future);
         let core = &self.core;
-        // Attaching needs `&mut self`, so this cannot change while the loop runs.
-        let smp = core.smp();
+        // Attaching needs `&mut self`, so this cannot change while the loop runs. A core
+        // without peers (a one-core system) has no rings to drain, publish or re-check before
+        // a park, and a `submit_to` to itself runs locally: the loop leaves its smp state
+        // alone, as if none were attached.
+        let smp = core.smp().filter(|s| s.count() > 1);
         let mut idle_state = IdleState::default();
         // The latest clock reading: the loop reads the clock once per iteration (after the
         // park or the idle spin) and otherwise reuses the end of the last poll, which is as

@@ -671,3 +671,38 @@ mod cell_cache_model {
         }
     }
 }
+
+/// A one-core smp system has no peers, so the loop leaves its smp state alone (no drain,
+/// publish or doorbell per pass): calls to the core itself still complete, run locally, from
+/// the root future and from tasks, and timers still fire.
+#[test]
+fn a_one_core_smp_system_serves_its_own_calls_without_the_loops_smp_pass() {
+    use crate::smp::{submit_sync, submit_to, SmpConfig, SmpSystem};
+
+    let ep = SmpSystem::build(1, SmpConfig::default())
+        .expect("system")
+        .pop()
+        .expect("one endpoint");
+    let mut ex = exec();
+    ex.attach_smp(ep).expect("attach");
+    let out = ex
+        .block_on(async {
+            let from_task = spawn(async {
+                let a = submit_to(0, || async { 2 }).await.expect("local call");
+                let b = submit_sync(0, || 3).await.expect("local call");
+                crate::time::sleep(core::time::Duration::from_millis(1)).await;
+                a * b
+            });
+            let from_root = submit_to(0, || async { 7 }).await.expect("local call");
+            let sent = crate::smp::stats().expect("attached").sent;
+            (from_task.await.expect("task") * from_root, sent)
+        })
+        .expect("runs");
+    assert_eq!(
+        out,
+        (42, 0),
+        "answered locally, nothing sent through a ring"
+    );
+    // No cross-core traffic, so no busy period ends in an idle spin.
+    assert_eq!(ex.stats().idle_spins, 0);
+}

@@ -6,12 +6,14 @@
 //!
 //! ```text
 //!  core thread (every poll, through the HAL hook `Platform::stall_watch`)   watchdog thread
-//!    poll_started: task not known to have the published names?              every threshold/4:
+//!    poll_started: task not known to have the published names?              wake up:
 //!                  -> compare; changed? -> try_lock + copy (rare; not root)
 //!                  task_id.store; poll_start.store(start, Release)           start = poll_start
 //!    ... the task runs ...                                                   now - start >= threshold
 //!    poll_ended:   poll_start.store(0, Release)                              and not yet reported?
 //!                                                                            -> warn with the names
+//!                                                                            sleep until the earliest
+//!                                                                            start + threshold
 //! ```
 //!
 //! The core's side is a few relaxed/release stores per poll and one lookup of the task's id in
@@ -321,27 +323,34 @@ impl Watchdog {
         self.stop.store(true, Ordering::Release);
     }
 
-    /// The watchdog thread's body: check every core a few times per threshold until
-    /// stopped.
+    /// The watchdog thread's body: look at every core until stopped, each time sleeping
+    /// until the earliest moment a poll could reach the threshold. A poll running since
+    /// `start` cannot before `start + threshold`, and one that has not started yet not
+    /// before `now + threshold`; so a stuck poll is seen right when it reaches the threshold
+    /// (not up to a quarter of it later, as with a fixed period of threshold / 4), and a busy
+    /// core whose polls are short costs about one wake-up per threshold instead of four.
     pub(crate) fn run(&self) {
-        let period =
-            (self.threshold / 4).clamp(Duration::from_millis(1), Duration::from_millis(250));
         let mut reported = vec![0u64; self.cores.len()];
         while !self.stop.load(Ordering::Acquire) {
-            thread::park_timeout(period);
+            let mut sleep = self.threshold;
             for (watch, last) in self.cores.iter().zip(reported.iter_mut()) {
-                self.check(watch, last);
+                sleep = sleep.min(self.check(watch, last));
             }
+            thread::park_timeout(sleep.clamp(MIN_SLEEP, MAX_SLEEP));
         }
     }
 
-    fn check(&self, w: &CoreWatch, last_reported: &mut u64) {
+    /// Report `w`'s running poll if it has held the core for the threshold (once per poll);
+    /// returns how long it is certain no poll of `w` reaches the threshold unseen: the
+    /// time the running poll has left, else the whole threshold (a poll starting now).
+    fn check(&self, w: &CoreWatch, last_reported: &mut u64) -> Duration {
         if !w.ready.load(Ordering::Acquire) {
-            return;
+            // The core is starting: its offset is not measured yet. Look again soon.
+            return MIN_SLEEP;
         }
         let start = w.poll_start.load(Ordering::Acquire);
         if start == 0 || start == *last_reported {
-            return;
+            return self.threshold;
         }
         let since_origin = i64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(i64::MAX);
         let now = since_origin.saturating_add(w.offset.load(Ordering::Relaxed));
@@ -349,7 +358,7 @@ impl Watchdog {
             .unwrap_or(0);
         let held = Duration::from_nanos(held);
         if held < self.threshold {
-            return;
+            return self.threshold - held;
         }
         let id = w.task_id.load(Ordering::Relaxed);
         let (task, group, stale) = if id == ROOT_TASK_ID {
@@ -366,7 +375,7 @@ impl Watchdog {
         };
         if w.poll_start.load(Ordering::Acquire) != start {
             // It returned meanwhile; the kernel reports it (with exact names) itself.
-            return;
+            return self.threshold;
         }
         *last_reported = start;
         w.reports.fetch_add(1, Ordering::Relaxed);
@@ -381,8 +390,15 @@ impl Watchdog {
             w.core,
             held.as_millis()
         );
+        self.threshold
     }
 }
+
+/// Shortest sleep of the watchdog thread: bounds its wake-ups when a poll is about to reach
+/// the threshold or a core is starting.
+const MIN_SLEEP: Duration = Duration::from_millis(1);
+/// Longest sleep (a huge threshold): `stop` unparks the thread anyway.
+const MAX_SLEEP: Duration = Duration::from_secs(1);
 
 std::thread_local! {
     /// This core's watch, for `core_stats`.
@@ -556,4 +572,45 @@ mod tests {
         assert!(!shared.names_stale.load(Ordering::Relaxed));
         assert_eq!(names(&shared).0.as_deref(), Some("b"));
     }
+
+    #[test]
+    fn the_watchdog_sleeps_until_a_poll_could_reach_the_threshold() {
+        // A threshold far beyond how long the test runs: what it asserts does not depend on
+        // how fast it runs.
+        let threshold = Duration::from_secs(1000);
+        let dog = Watchdog::new(1, threshold);
+        let shared = dog.core(0).expect("core 0");
+        let mut reported = 0;
+        // A core still starting (offset not measured): look again soon.
+        assert_eq!(dog.check(&shared, &mut reported), MIN_SLEEP);
+        // The core's clock reads 10,000 s now.
+        let local = WatchLocal::new(
+            shared.clone(),
+            dog.origin(),
+            Instant::from_nanos(10_000 * SEC),
+        );
+        // Between polls: a poll starting now needs the whole threshold.
+        assert_eq!(dog.check(&shared, &mut reported), threshold);
+        // A poll running for a second has at most the rest of the threshold left.
+        let started = |at: u64| {
+            local.poll_started(&PollInfo::new(7, None, "main", 1, Instant::from_nanos(at)))
+        };
+        started(9_999 * SEC);
+        let left = dog.check(&shared, &mut reported);
+        assert!(
+            left <= Duration::from_secs(999) && left > Duration::ZERO,
+            "{left:?}"
+        );
+        assert_eq!(shared.reports(), 0);
+        // One running for 2,000 s is reported, once; then a new poll may start any moment.
+        started(8_000 * SEC);
+        assert_eq!(dog.check(&shared, &mut reported), threshold);
+        assert_eq!(dog.check(&shared, &mut reported), threshold);
+        assert_eq!(shared.reports(), 1);
+        local.poll_ended(Instant::from_nanos(10_001 * SEC));
+        assert_eq!(dog.check(&shared, &mut reported), threshold);
+        assert_eq!(shared.reports(), 1);
+    }
+
+    const SEC: u64 = 1_000_000_000;
 }
