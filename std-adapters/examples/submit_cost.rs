@@ -8,7 +8,9 @@
 //! 10 s idle-poll window and task quota, so that under valgrind (where time runs slowly) both cores spin
 //! as they do natively; the waiting is then all in `Executor::spin`, and a core's total
 //! minus that function's inclusive cost, plus that of `CoreSmp::serve` (the messages the
-//! spin serves itself), is its work.
+//! spin serves itself), is its work. Use `--separate-threads=yes` to get one count per
+//! core. An idle core 1 waits for a stop message from core 0, not on a timer, so nothing
+//! but the round trips (and start and stop) varies with `N` or with how slowly valgrind ran.
 //!
 //! ```text
 //! cargo build --release -p seastar --example submit_cost
@@ -21,12 +23,29 @@
 //! too: read the inclusive cost of the loop's steps (`CoreSmp::poll`, `Executor::run_batch`,
 //! `CoreSmp::flush_all`, ...) per round trip rather than the total.
 
+use std::cell::RefCell;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use seastar::{Backend, Runtime};
+use seastar_kernel::sync::oneshot;
+
+thread_local! {
+    /// Core 1's stop signal: whether it came, and the sender of the channel core 1 waits on.
+    static STOP: RefCell<(bool, Option<oneshot::Sender<()>>)> = const { RefCell::new((false, None)) };
+}
+
+/// Runs on core 1: tell its root future to return.
+fn stop_here() {
+    STOP.with_borrow_mut(|(stopped, slot)| {
+        *stopped = true;
+        if let Some(tx) = slot.take() {
+            let _ = tx.send(());
+        }
+    });
+}
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -36,7 +55,6 @@ fn main() {
     };
     let mode = args.next();
     let busy = mode.as_deref() == Some("busy");
-    let spin = mode.as_deref() == Some("spin");
     let sync = args.next().as_deref() == Some("sync");
     let mut builder = Runtime::builder().cores(2).pin(false).backend(Backend::Mio);
     match mode.as_deref() {
@@ -55,9 +73,6 @@ fn main() {
         Ok(rt) => rt,
         Err(e) => panic!("cannot start a seastar runtime: {e}"),
     };
-    // How often an idle core 1 looks at `done`: rarely when it spins, so that its own
-    // timer does not show in the count.
-    let nap = Duration::from_millis(if spin { 200 } else { 5 });
     let done = Arc::new(AtomicBool::new(false));
     let out = rt.run_on_all(|core| {
         let done = done.clone();
@@ -72,15 +87,22 @@ fn main() {
                     black_box(r.await.ok());
                 }
                 done.store(true, Ordering::Release);
-                // Wake core 1 if it is parked.
-                let _ = seastar::smp::submit_to(1, || async {}).await;
-            } else {
+                // Stop core 1 (and wake it if it is parked).
+                let _ = seastar::smp::submit_sync(1, stop_here).await;
+            } else if busy {
                 while !done.load(Ordering::Acquire) {
-                    if busy {
-                        seastar::task::yield_now().await;
-                    } else {
-                        seastar::time::sleep(nap).await;
-                    }
+                    seastar::task::yield_now().await;
+                }
+            } else {
+                // No timer: a timer firing now and then would show in the count, more often
+                // the slower the run.
+                let (tx, rx) = oneshot::channel();
+                let stopped = STOP.with_borrow_mut(|(stopped, slot)| {
+                    *slot = Some(tx);
+                    *stopped
+                });
+                if !stopped {
+                    let _ = rx.await;
                 }
             }
         }

@@ -65,8 +65,8 @@ pub(crate) struct ReplyId {
 
 enum SlotState {
     Free,
-    /// The caller awaits; the waker of its last poll.
-    Waiting(Option<Waker>),
+    /// The caller awaits (the waker of its last poll is the slot's `waker`).
+    Waiting,
     /// The reply arrived: a `Result<T, SmpError>`.
     Done(Parcel),
     /// No reply will come.
@@ -80,6 +80,12 @@ struct Slot {
     /// The core that will answer.
     from: usize,
     state: SlotState,
+    /// The waker of the last poll of a request in this slot. Kept when the slot is freed: the
+    /// free list is LIFO, so a task making one request after another finds its own waker
+    /// here (`will_wake`) and neither clones nor drops one per request, and the reply wakes
+    /// it by reference. It holds that task's cell until the slot's next request replaces
+    /// it or this core's smp state drops, no longer.
+    waker: Option<Waker>,
 }
 
 #[derive(Default)]
@@ -97,6 +103,7 @@ impl Slab {
                     gen: 0,
                     from,
                     state: SlotState::Free,
+                    waker: None,
                 });
                 // More than 4 billion outstanding requests on one core is not a real program.
                 u32::try_from(self.slots.len() - 1).unwrap_or(u32::MAX)
@@ -105,7 +112,7 @@ impl Slab {
         let slot = &mut self.slots[index as usize];
         slot.gen = slot.gen.wrapping_add(1);
         slot.from = from;
-        slot.state = SlotState::Waiting(None);
+        slot.state = SlotState::Waiting;
         ReplyId {
             index,
             gen: slot.gen,
@@ -237,8 +244,26 @@ impl CoreSmp {
         &self.services
     }
 
-    /// Whether work can still be sent to `core`: it exists and has not shut down.
-    pub(crate) fn check_target(&self, core: usize) -> Result<(), SmpError> {
+    /// Reserve a reply slot for an answer from this core itself (work for the current core,
+    /// which runs as a local task). Fails as [`request`](Self::request) does.
+    pub(crate) fn expect_own_reply(&self) -> Result<ReplyId, SmpError> {
+        if self.shut.get() {
+            return Err(SmpError::NotAttached);
+        }
+        Ok(self.pending.borrow_mut().insert(self.index))
+    }
+
+    /// Send work to another core and reserve the slot its answer will fill: `work` builds
+    /// the message's parcel from the slot's id. One pass over the peer (the checks, the slot,
+    /// the push), since this is the caller's side of every round trip.
+    ///
+    /// Errors: [`SmpError::NotAttached`] after this core shut down, [`SmpError::NoSuchCore`],
+    /// [`SmpError::CoreShutDown`] if `core` closed its end (nothing is reserved or sent then).
+    pub(crate) fn request(
+        &self,
+        core: usize,
+        work: impl FnOnce(ReplyId) -> Parcel,
+    ) -> Result<ReplyId, SmpError> {
         if self.shut.get() {
             return Err(SmpError::NotAttached);
         }
@@ -248,22 +273,16 @@ impl CoreSmp {
                 count: self.peers.len(),
             });
         };
-        if core == self.index {
-            return Ok(());
-        }
-        let open = peer.tx.borrow().as_ref().is_some_and(|tx| !tx.is_closed());
-        if peer.dead.get() || !open {
+        let mut tx = peer.tx.borrow_mut();
+        // A dead peer's ring is closed too (that is how it was found dead); this core's own
+        // entry has no ring.
+        let Some(ring) = tx.as_mut().filter(|tx| !tx.is_closed()) else {
             return Err(SmpError::CoreShutDown(core));
-        }
-        Ok(())
-    }
-
-    /// Reserve a reply slot for an answer from `from`.
-    pub(crate) fn expect_reply(&self, from: usize) -> ReplyId {
-        if let Some(p) = self.peers.get(from) {
-            p.awaiting.set(p.awaiting.get() + 1);
-        }
-        self.pending.borrow_mut().insert(from)
+        };
+        peer.awaiting.set(peer.awaiting.get() + 1);
+        let id = self.pending.borrow_mut().insert(core);
+        self.push(peer, ring, Msg::Run(work(id)));
+        Ok(id)
     }
 
     fn resolved(&self, from: usize) {
@@ -272,21 +291,21 @@ impl CoreSmp {
         }
     }
 
-    /// Poll a pending reply.
-    pub(crate) fn poll_reply(
+    /// Poll a pending reply, a `Result<T, SmpError>`.
+    pub(crate) fn poll_reply<T: 'static>(
         &self,
         id: ReplyId,
         cx: &mut Context<'_>,
-    ) -> Poll<Result<Parcel, SmpError>> {
+    ) -> Poll<Result<T, SmpError>> {
         let mut slab = self.pending.borrow_mut();
         let Some(slot) = slab.get(id) else {
             return Poll::Ready(Err(SmpError::Internal("reply slot vanished")));
         };
-        match &mut slot.state {
-            SlotState::Waiting(w) => {
-                match w {
+        match &slot.state {
+            SlotState::Waiting => {
+                match &slot.waker {
                     Some(w) if w.will_wake(cx.waker()) => {}
-                    _ => *w = Some(cx.waker().clone()),
+                    _ => slot.waker = Some(cx.waker().clone()),
                 }
                 return Poll::Pending;
             }
@@ -298,27 +317,29 @@ impl CoreSmp {
         let state = core::mem::replace(&mut slot.state, SlotState::Free);
         slab.free.push(id.index);
         drop(slab);
-        match state {
-            SlotState::Done(v) => Poll::Ready(Ok(v)),
-            SlotState::Failed(e) => Poll::Ready(Err(e)),
-            _ => Poll::Ready(Err(SmpError::Internal("unreachable slot state"))),
-        }
+        Poll::Ready(match state {
+            SlotState::Done(v) => v
+                .take::<Result<T, SmpError>>()
+                .unwrap_or(Err(SmpError::Internal("reply of the wrong type"))),
+            SlotState::Failed(e) => Err(e),
+            _ => Err(SmpError::Internal("unreachable slot state")),
+        })
     }
 
     /// The caller's future was dropped before its reply was read.
     pub(crate) fn abandon(&self, id: ReplyId) {
         let mut slab = self.pending.borrow_mut();
         let Some(slot) = slab.get(id) else { return };
+        // Nobody will poll this request again: no task to keep.
+        let waker = slot.waker.take();
         let old = core::mem::replace(&mut slot.state, SlotState::Abandoned);
-        match old {
-            SlotState::Waiting(_) => {}
-            // Finished but unread: free it now (the value drops after the borrow).
-            other => {
-                slab.free(id);
-                drop(slab);
-                drop(other);
-            }
+        if !matches!(old, SlotState::Waiting) {
+            // Finished but unread: free it now.
+            slab.free(id);
         }
+        drop(slab);
+        drop(old);
+        drop(waker);
     }
 
     /// A reply arrived (or a local task finished): fill the slot and wake its awaiter.
@@ -332,11 +353,20 @@ impl CoreSmp {
         };
         let from = slot.from;
         match core::mem::replace(&mut slot.state, SlotState::Done(value)) {
-            SlotState::Waiting(waker) => {
+            SlotState::Waiting => {
+                // Woken outside the borrow (a waker may run code that reaches this slab),
+                // then put back for the slot's next request.
+                let waker = slot.waker.take();
                 drop(slab);
                 self.resolved(from);
                 if let Some(w) = waker {
-                    w.wake();
+                    w.wake_by_ref();
+                    let mut slab = self.pending.borrow_mut();
+                    if let Some(slot) = slab.slots.get_mut(id.index as usize) {
+                        if slot.waker.is_none() {
+                            slot.waker = Some(w);
+                        }
+                    }
                 }
             }
             SlotState::Abandoned => {
@@ -366,8 +396,8 @@ impl CoreSmp {
                     continue;
                 }
                 match &mut slot.state {
-                    SlotState::Waiting(w) => {
-                        if let Some(w) = w.take() {
+                    SlotState::Waiting => {
+                        if let Some(w) = slot.waker.take() {
                             wakers.push(w);
                         }
                         slot.state = SlotState::Failed(err.clone());
@@ -394,38 +424,38 @@ impl CoreSmp {
         let Some(peer) = self.peers.get(to) else {
             return Err(msg);
         };
-        if peer.dead.get() || self.shut.get() {
-            return Err(msg);
-        }
         let mut tx = peer.tx.borrow_mut();
-        let Some(ring) = tx.as_mut() else {
+        // `shutdown` took the ring; a dead peer's ring is closed.
+        let Some(ring) = tx.as_mut().filter(|tx| !tx.is_closed()) else {
             return Err(msg);
         };
-        if ring.is_closed() {
-            return Err(msg);
-        }
+        self.push(peer, ring, msg);
+        Ok(())
+    }
+
+    /// Push `msg` into `peer`'s open ring `ring`, or behind its overflow.
+    fn push(&self, peer: &Peer, ring: &mut Producer<Msg>, msg: Msg) {
         bump(&self.counters.sent, 1);
-        let mut overflow = peer.overflow.borrow_mut();
-        // Behind older overflow, to keep the pair's order.
-        let msg = if overflow.is_empty() {
+        // Behind older overflow, to keep the pair's order. No overflow on this core at all
+        // (the common case) needs no look at this peer's queue.
+        let msg = if self.counters.overflow_queued.get() == 0 || peer.overflow.borrow().is_empty() {
             match ring.push(msg) {
                 Ok(()) => {
                     // Visible at once: a peer spinning for it starts while this core
                     // finishes its poll. The fence and the doorbell wait for `flush_all`.
                     ring.publish_now();
                     self.unpublished.set(true);
-                    return Ok(());
+                    return;
                 }
                 Err(m) => m,
             }
         } else {
             msg
         };
-        overflow.push_back(msg);
+        peer.overflow.borrow_mut().push_back(msg);
         ring.want_space();
         bump(&self.counters.overflowed, 1);
         bump(&self.counters.overflow_queued, 1);
-        Ok(())
     }
 
     /// Deliver a reply to `to` (this core or another). A reply for a dead core is dropped.

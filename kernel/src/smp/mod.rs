@@ -25,8 +25,9 @@
 //! the 64-byte ring slot when they fit (`ring::parcel`; 40 bytes), boxed otherwise, and the
 //! target's task takes a recycled cell of its core (`task::raw::CellCache`), so a warm round
 //! trip allocates nothing. The caller's core keeps a slab of pending
-//! replies (id → waker + result). Nothing `!Send` ever crosses a core: the reply is
-//! matched to its slot by the receiving core itself, which then wakes its own task.
+//! replies (id → waker + result; a freed slot keeps its waker for its next request, so a
+//! task making request after request clones none). Nothing `!Send` ever crosses a core: the
+//! reply is matched to its slot by the receiving core itself, which then wakes its own task.
 //! Messages from one core to another arrive in the order they were sent (overflow included);
 //! there is no order between different pairs.
 //!

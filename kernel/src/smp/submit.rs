@@ -10,7 +10,7 @@ use core::task::{Context, Poll};
 
 use super::local::{self, CoreSmp, ReplyId};
 use super::ring::parcel::Parcel;
-use super::{Msg, SmpError};
+use super::SmpError;
 use crate::executor::context;
 use crate::executor::Core;
 
@@ -40,7 +40,7 @@ where
     Fut: Future + 'static,
     Fut::Output: Send + 'static,
 {
-    submit_with(core, move || async move { Ok(f().await) })
+    submit_mapped(core, f, Ok)
 }
 
 /// [`submit_to`] whose work itself may fail with an [`SmpError`] (flattened into the result).
@@ -50,13 +50,38 @@ where
     Fut: Future<Output = Result<T, SmpError>> + 'static,
     T: Send + 'static,
 {
+    submit_mapped(core, f, |r| r)
+}
+
+/// [`submit_to`] with the work's output turned into the reply by `map` (on the target), so
+/// that neither caller wraps its work in another future.
+fn submit_mapped<F, Fut, M, T>(core: usize, f: F, map: M) -> Submit<T>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future + 'static,
+    // A function item or a closure without captures: no room in the message or the task.
+    M: Fn(Fut::Output) -> Result<T, SmpError> + Send + 'static,
+    T: Send + 'static,
+{
     // Work from another core runs inside the target's loop, where the task may be polled at
     // once (work that is ready at once then answers in the same loop iteration); work for
     // this core is called inside the caller's poll, where it is queued like any spawn.
     dispatch(core, move |c, guard, poll_now| {
         let task = async move {
             let mut guard = guard;
-            let result = catching(core, f).await;
+            let core = guard.core();
+            // `f` is called on the first poll, inside `catch`, so its own panics are caught.
+            // (One async block: a nested `async fn` would keep its own copy of `f` and
+            // `core`, and a bigger task costs more to move into its cell.)
+            let mut fut = core::pin::pin!(async move { f().await });
+            let result = core::future::poll_fn(move |cx| {
+                // Unwind safety: after a panic the future is never polled again, only dropped.
+                match catch(core, || fut.as_mut().poll(cx)) {
+                    Ok(p) => p.map(&map),
+                    Err(e) => Poll::Ready(Err(e)),
+                }
+            })
+            .await;
             guard.send(result);
         };
         if poll_now {
@@ -85,7 +110,8 @@ where
     dispatch(core, move |c, guard, poll_now| {
         let call = move || {
             let mut guard = guard;
-            guard.send(catch(core, f));
+            let result = catch(guard.core(), f);
+            guard.send(result);
         };
         if poll_now {
             c.call_or_spawn(call);
@@ -108,26 +134,27 @@ where
         Ok(s) => s,
         Err(e) => return Submit::failed(e),
     };
-    if let Err(e) = smp.check_target(core) {
-        return Submit::failed(e);
-    }
     let from = smp.index();
-    let id = smp.expect_reply(core);
-    // Runs on the target. Inside the target's loop there is always an executor. Were there
-    // none, the work would drop here with nobody to answer to.
-    let work = move |poll_now: bool| {
+    // Runs on the target (it captures no more than `start`, `from` and `id`, so that small
+    // work stays inline in the message). Inside the target's loop there is always an
+    // executor with smp state. Were there none, the work would drop here with nobody to
+    // answer to.
+    let work = move |id: ReplyId, poll_now: bool| {
         context::with_current(move |c| {
-            let guard = ReplyGuard::<T>::new(c.smp(), from, id, core);
-            start(c, guard, poll_now);
+            if let Some(smp) = c.smp() {
+                start(c, ReplyGuard::new(smp, from, id), poll_now);
+            }
         });
     };
-    if core == from {
-        work(false);
-    } else if let Err(msg) = smp.send(core, Msg::Run(Parcel::work(move || work(true)))) {
-        // The target closed since `check_target`: the dead-peer check fails the slot on the
-        // next loop iteration (it is counted in `awaiting`). Drop the work here.
-        drop(msg);
-    }
+    let id = if core == from {
+        smp.expect_own_reply().inspect(|&id| work(id, false))
+    } else {
+        smp.request(core, |id| Parcel::work(move || work(id, true)))
+    };
+    let id = match id {
+        Ok(id) => id,
+        Err(e) => return Submit::failed(e),
+    };
     Submit {
         state: State::Waiting { smp, id },
         _output: PhantomData,
@@ -138,61 +165,42 @@ where
 /// dropped before it finished (its core shut down).
 struct ReplyGuard<T: Send + 'static> {
     /// The answering core's smp state (held, so that answering costs no lookup).
-    smp: Option<Rc<CoreSmp>>,
+    smp: Rc<CoreSmp>,
     to: usize,
     id: ReplyId,
-    core: usize,
     sent: bool,
     _value: PhantomData<fn() -> T>,
 }
 
 impl<T: Send + 'static> ReplyGuard<T> {
-    fn new(smp: Option<Rc<CoreSmp>>, to: usize, id: ReplyId, core: usize) -> Self {
+    fn new(smp: Rc<CoreSmp>, to: usize, id: ReplyId) -> Self {
         ReplyGuard {
             smp,
             to,
             id,
-            core,
             sent: false,
             _value: PhantomData,
         }
     }
 
+    /// The core the work runs on (named in its errors).
+    fn core(&self) -> usize {
+        self.smp.index()
+    }
+
     fn send(&mut self, result: Result<T, SmpError>) {
         self.sent = true;
-        // Without smp state (cannot happen: work runs on an attached core) the reply is
-        // dropped.
-        if let Some(smp) = &self.smp {
-            smp.reply(self.to, self.id, Parcel::value(result));
-        }
+        self.smp.reply(self.to, self.id, Parcel::value(result));
     }
 }
 
 impl<T: Send + 'static> Drop for ReplyGuard<T> {
     fn drop(&mut self) {
         if !self.sent {
-            let err: Result<T, SmpError> = Err(SmpError::Cancelled(self.core));
+            let err: Result<T, SmpError> = Err(SmpError::Cancelled(self.core()));
             self.send(err);
         }
     }
-}
-
-/// Await `f`'s future, turning a panic into [`SmpError::Panicked`] (see [`catch`]).
-async fn catching<F, Fut, T>(core: usize, f: F) -> Result<T, SmpError>
-where
-    F: FnOnce() -> Fut,
-    Fut: Future<Output = Result<T, SmpError>>,
-{
-    // `f` is called on the first poll, inside `catch`, so its own panics are caught.
-    let mut fut = core::pin::pin!(async move { f().await });
-    core::future::poll_fn(move |cx| {
-        // Unwind safety: after a panic the future is never polled again, only dropped.
-        match catch(core, || fut.as_mut().poll(cx)) {
-            Ok(p) => p,
-            Err(e) => Poll::Ready(Err(e)),
-        }
-    })
-    .await
 }
 
 /// Call `f`, turning a panic into [`SmpError::Panicked`] (with `std`, where panics unwind;
@@ -262,24 +270,19 @@ impl<T: Send + 'static> Future for Submit<T> {
     type Output = Result<T, SmpError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let reply = match &self.state {
+        let out = match &self.state {
             // Completed futures stay pending, like the rest of the kernel's futures.
             State::Done => return Poll::Pending,
-            State::Failed(_) => None,
-            State::Waiting { smp, id } => match smp.poll_reply(*id, cx) {
+            State::Waiting { smp, id } => match smp.poll_reply::<T>(*id, cx) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(r) => Some(r),
+                Poll::Ready(r) => r,
+            },
+            State::Failed(_) => match core::mem::replace(&mut self.state, State::Done) {
+                State::Failed(e) => return Poll::Ready(Err(e)),
+                _ => return Poll::Ready(Err(SmpError::Internal("unreachable submit state"))),
             },
         };
-        let state = core::mem::replace(&mut self.state, State::Done);
-        let out = match (reply, state) {
-            (Some(Ok(value)), _) => match value.take::<Result<T, SmpError>>() {
-                Ok(v) => v,
-                Err(_) => Err(SmpError::Internal("reply of the wrong type")),
-            },
-            (Some(Err(e)), _) | (None, State::Failed(e)) => Err(e),
-            (None, _) => Err(SmpError::Internal("unreachable submit state")),
-        };
+        self.state = State::Done;
         Poll::Ready(out)
     }
 }

@@ -154,6 +154,76 @@ fn submit_to_runs_on_the_target_and_brings_the_output_back() {
     assert_eq!(out, (Some(0), Ok((Some(1), 42)), Ok(Some(0))));
 }
 
+/// Counts its wakes.
+struct WakeCount(AtomicUsize);
+
+impl alloc::task::Wake for WakeCount {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+impl WakeCount {
+    fn new() -> Arc<Self> {
+        Arc::new(WakeCount(AtomicUsize::new(0)))
+    }
+
+    fn count(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Yield until `done()` holds (a test's bounded wait: a wake that never comes fails the
+/// assertion after it instead of hanging).
+async fn wait_until(done: impl Fn() -> bool) {
+    for _ in 0..1_000_000 {
+        if done() {
+            return;
+        }
+        yield_now().await;
+    }
+}
+
+/// A reply slot keeps the waker of its last request for the next one (no clone per
+/// request); the reply must still wake exactly the waker of its own `Submit`'s latest poll,
+/// never one a finished request or an earlier poll left behind.
+#[test]
+fn a_reply_wakes_the_latest_poll_of_its_submit_only() {
+    let (out, _) = run_cores(2, small(), || async {
+        // A finished task's request leaves its waker in the slot the next request takes.
+        let first = spawn(async { submit_to(1, || async { 1 }).await }).await;
+        let (stale, earlier, latest) = (WakeCount::new(), WakeCount::new(), WakeCount::new());
+        let poll_with = |sub: Pin<&mut Submit<u32>>, w: &Arc<WakeCount>| {
+            sub.poll(&mut Context::from_waker(&Waker::from(w.clone())))
+        };
+        // A request polled once (its waker kept in the slot), answered, read.
+        let mut sub = pin!(submit_to(1, || async { 2 }));
+        assert!(poll_with(sub.as_mut(), &stale).is_pending());
+        let wakes = || stale.count() + earlier.count() + latest.count();
+        wait_until(|| wakes() > 0).await;
+        let second = poll_with(sub.as_mut(), &stale);
+        // The next request in that slot, polled under two wakers in turn.
+        let mut sub = pin!(submit_to(1, || async { 3 }));
+        assert!(poll_with(sub.as_mut(), &earlier).is_pending());
+        assert!(poll_with(sub.as_mut(), &latest).is_pending());
+        wait_until(|| wakes() > 1).await;
+        let third = poll_with(sub.as_mut(), &latest);
+        (
+            first.ok(),
+            second,
+            third,
+            stale.count(),
+            earlier.count(),
+            latest.count(),
+        )
+    });
+    assert_eq!(
+        out,
+        (Some(Ok(1)), Poll::Ready(Ok(2)), Poll::Ready(Ok(3)), 1, 0, 1),
+        "(outputs, wakes of the stale, earlier and latest wakers)"
+    );
+}
+
 #[test]
 fn invoke_on_all_others_and_map_reduce_cover_every_core() {
     let (out, _) = run_cores(3, small(), || async {
