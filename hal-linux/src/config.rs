@@ -69,8 +69,10 @@ impl UringConfig {
     }
 }
 
-/// A combination of `io_uring_setup` flags.
+/// A combination of `io_uring_setup` flags, as reported in [`Features`]. Non-exhaustive, so
+/// a flag the driver learns to use later is not a breaking change for code that reads it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SetupFlags {
     /// `IORING_SETUP_SINGLE_ISSUER`: only the creating thread submits.
     pub single_issuer: bool,
