@@ -20,6 +20,7 @@ use seastar_hal::sim::SimPlatform;
 use super::*;
 use crate::executor::{Executor, ExecutorConfig, ExecutorStats};
 use crate::sync::oneshot;
+use crate::sync::test_util::CountingWaker;
 use crate::task::{spawn, yield_now};
 
 std::thread_local! {
@@ -154,25 +155,6 @@ fn submit_to_runs_on_the_target_and_brings_the_output_back() {
     assert_eq!(out, (Some(0), Ok((Some(1), 42)), Ok(Some(0))));
 }
 
-/// Counts its wakes.
-struct WakeCount(AtomicUsize);
-
-impl alloc::task::Wake for WakeCount {
-    fn wake(self: Arc<Self>) {
-        self.0.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
-impl WakeCount {
-    fn new() -> Arc<Self> {
-        Arc::new(WakeCount(AtomicUsize::new(0)))
-    }
-
-    fn count(&self) -> usize {
-        self.0.load(Ordering::SeqCst)
-    }
-}
-
 /// Yield until `done()` holds (a test's bounded wait: a wake that never comes fails the
 /// assertion after it instead of hanging).
 async fn wait_until(done: impl Fn() -> bool) {
@@ -192,29 +174,32 @@ fn a_reply_wakes_the_latest_poll_of_its_submit_only() {
     let (out, _) = run_cores(2, small(), || async {
         // A finished task's request leaves its waker in the slot the next request takes.
         let first = spawn(async { submit_to(1, || async { 1 }).await }).await;
-        let (stale, earlier, latest) = (WakeCount::new(), WakeCount::new(), WakeCount::new());
-        let poll_with = |sub: Pin<&mut Submit<u32>>, w: &Arc<WakeCount>| {
-            sub.poll(&mut Context::from_waker(&Waker::from(w.clone())))
-        };
+        let ((stale, stale_w), (earlier, earlier_w), (latest, latest_w)) = (
+            CountingWaker::new(),
+            CountingWaker::new(),
+            CountingWaker::new(),
+        );
+        let poll_with =
+            |sub: Pin<&mut Submit<u32>>, w: &Waker| sub.poll(&mut Context::from_waker(w));
         // A request polled once (its waker kept in the slot), answered, read.
         let mut sub = pin!(submit_to(1, || async { 2 }));
-        assert!(poll_with(sub.as_mut(), &stale).is_pending());
-        let wakes = || stale.count() + earlier.count() + latest.count();
+        assert!(poll_with(sub.as_mut(), &stale_w).is_pending());
+        let wakes = || stale.wakes() + earlier.wakes() + latest.wakes();
         wait_until(|| wakes() > 0).await;
-        let second = poll_with(sub.as_mut(), &stale);
+        let second = poll_with(sub.as_mut(), &stale_w);
         // The next request in that slot, polled under two wakers in turn.
         let mut sub = pin!(submit_to(1, || async { 3 }));
-        assert!(poll_with(sub.as_mut(), &earlier).is_pending());
-        assert!(poll_with(sub.as_mut(), &latest).is_pending());
+        assert!(poll_with(sub.as_mut(), &earlier_w).is_pending());
+        assert!(poll_with(sub.as_mut(), &latest_w).is_pending());
         wait_until(|| wakes() > 1).await;
-        let third = poll_with(sub.as_mut(), &latest);
+        let third = poll_with(sub.as_mut(), &latest_w);
         (
             first.ok(),
             second,
             third,
-            stale.count(),
-            earlier.count(),
-            latest.count(),
+            stale.wakes(),
+            earlier.wakes(),
+            latest.wakes(),
         )
     });
     assert_eq!(

@@ -35,7 +35,7 @@ pub mod semaphore;
 mod wait_list;
 
 #[cfg(test)]
-mod test_util;
+pub(crate) mod test_util;
 
 pub use gate::{Gate, GateClosed, GateGuard, OwnedGateGuard};
 pub use notify::Notify;

@@ -2,15 +2,12 @@
 //! until the wheel's next deadline and the clock jumps there).
 
 use alloc::rc::Rc;
-use alloc::sync::Arc;
-use alloc::task::Wake;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::cell::RefCell;
 use core::future::{poll_fn, Future};
 use core::pin::Pin;
-use core::sync::atomic::{AtomicUsize, Ordering};
-use core::task::{Context, Poll, Waker};
+use core::task::{Context, Poll};
 use core::time::Duration;
 
 use seastar_hal::sim::SimPlatform;
@@ -18,6 +15,7 @@ use seastar_hal::Instant;
 
 use super::*;
 use crate::executor::{self, block_on, now};
+use crate::sync::test_util::CountingWaker;
 use crate::task::spawn;
 
 fn ms(n: u64) -> Duration {
@@ -39,20 +37,6 @@ fn pending_timers() -> usize {
 /// Poll `f` once with the task's waker.
 async fn poll_once<F: Future + Unpin>(f: &mut F) -> Poll<F::Output> {
     poll_fn(|cx| Poll::Ready(Pin::new(&mut *f).poll(cx))).await
-}
-
-/// A waker that counts its wakes.
-#[derive(Default)]
-struct CountWake(AtomicUsize);
-impl Wake for CountWake {
-    fn wake(self: Arc<Self>) {
-        self.0.fetch_add(1, Ordering::SeqCst);
-    }
-}
-impl CountWake {
-    fn count(&self) -> usize {
-        self.0.load(Ordering::SeqCst)
-    }
 }
 
 #[test]
@@ -130,9 +114,7 @@ fn dropping_a_registered_sleep_cancels_its_timer() {
 #[test]
 fn repoll_keeps_or_replaces_the_waker() {
     run(async {
-        let a = Arc::new(CountWake::default());
-        let b = Arc::new(CountWake::default());
-        let (wa, wb) = (Waker::from(a.clone()), Waker::from(b.clone()));
+        let ((a, wa), (b, wb)) = (CountingWaker::new(), CountingWaker::new());
         let mut s = sleep(ms(10));
         let mut s = Pin::new(&mut s);
         assert!(s.as_mut().poll(&mut Context::from_waker(&wa)).is_pending());
@@ -141,7 +123,7 @@ fn repoll_keeps_or_replaces_the_waker() {
         assert!(s.as_mut().poll(&mut Context::from_waker(&wb)).is_pending());
         assert_eq!(pending_timers(), 1, "re-polls reuse the timer");
         sleep(ms(20)).await;
-        assert_eq!((a.count(), b.count()), (0, 1));
+        assert_eq!((a.wakes(), b.wakes()), (0, 1));
         assert!(s.as_mut().poll(&mut Context::from_waker(&wb)).is_ready());
     });
 }
