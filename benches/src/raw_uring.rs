@@ -401,9 +401,12 @@ impl Server {
                 self.bufs.give_back(chunk.bid);
             }
         } else {
-            // Consume `result` bytes from the front of the queue; whole chunks go back.
+            // Consume `result` bytes from the front of the queue; whole chunks go back at
+            // once (no list of them: the floor allocates nothing per message).
             let mut sent = result as u32;
-            let mut done = Vec::new();
+            let (Some(conn), bufs) = (self.conns[index].as_mut(), &mut self.bufs) else {
+                unreachable!("completion for free slot {index}");
+            };
             while sent > 0 {
                 let Some(front) = conn.queue.front_mut() else {
                     unreachable!("a send completed for more than was queued");
@@ -413,12 +416,9 @@ impl Server {
                 front.len -= n;
                 sent -= n;
                 if front.len == 0 {
-                    done.push(front.bid);
+                    bufs.give_back(front.bid);
                     conn.queue.pop_front();
                 }
-            }
-            for bid in done {
-                self.bufs.give_back(bid);
             }
             self.send_next(index)?;
         }

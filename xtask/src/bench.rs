@@ -5,9 +5,11 @@
 //! (message size × connections × messages in flight) runs every server in turn, round after
 //! round (A B C … A B C …, so drift on a shared machine hits every server alike): the server
 //! pinned to one CPU, `loadgen` pinned to another, warm-up, then a measured window in which
-//! `loadgen` samples the server's CPU time from `/proc/<pid>/stat`. Every figure in the table
-//! is next to its ratio against the peers measured in the same run; the raw figures of every
-//! run go to `target/bench-report/report.json`, the table to `report.md`.
+//! `loadgen` samples the server's CPU time (user and kernel) and its threads' context switches
+//! from `/proc`. Every figure in the tables is next to its ratio against the peers measured in
+//! the same run; the raw figures of every run go to `target/bench-report/report.json`, the
+//! tables to `report.md`. After a point's timed rounds, a counting pass (`bench_counts`) runs
+//! each server once more under `perf stat` for the per-message counts of the second table.
 //!
 //! Benchmarks are not tests: nothing here asserts a timing. The task fails only when a run
 //! could not be made (a server that did not start, a load generator that failed).
@@ -19,6 +21,7 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::bench_counts::{Count, Counter, Figures, CQES, PACKETS_SENT, SQES, SYSCALLS};
 use crate::run;
 
 const HELP: &str = "\
@@ -29,17 +32,20 @@ USAGE:
 
 Builds `seastar-benches` (release), then runs the matrix: each server pinned to the server
 CPU, the load (`loadgen` for echo, `wrk` for HTTP) pinned to the load CPU; servers alternated
-A B A B over the rounds. Prints a markdown table per matrix point (throughput, p50/p99/p999
-latency, server CPU per message, and the ratio of ours to every peer) and writes it, with
-every run's raw figures, to target/bench-report/report.md and report.json.
+A B A B over the rounds. Prints two markdown tables per matrix point and writes them, with
+every run's raw figures, to target/bench-report/report.md and report.json: throughput,
+p50/p99/p999 latency, server CPU per message and the ratio of ours to every peer; then, per
+message, where the server's CPU goes and what the kernel does for it (see COUNTS).
 
 MATRIX:
     full (default)  echo: 64 B and 4 KiB messages × 16 and 256 connections × 1 and 16 in
                     flight; HTTP plaintext: 16 and 256 connections; 4 rounds, 2 s warm-up +
-                    5 s measured per run (about 30 minutes)
+                    5 s measured per run, then a counting run per server and point, 2 s
+                    warm-up + 2 s counted (about 35 minutes)
     --quick         echo: 64 B × 16 conns × 1 in flight, 4 KiB × 256 conns × 16 in flight;
-                    HTTP: 16 conns; 2 rounds, 1 s warm-up + 2 s measured (under 2 minutes,
-                    plus the build)
+                    HTTP: 16 conns; 2 rounds, 1 s warm-up + 2 s measured; no counting pass
+                    (under 2 minutes, plus the build); with --counts, counting runs of 0.5 s
+                    warm-up + 0.5 s counted (wrk: 1 s + 1 s)
 
 OPTIONS:
     --quick             The reduced matrix above.
@@ -52,6 +58,13 @@ OPTIONS:
     --duration SECS     Measured window per run (wrk: rounded up to whole seconds).
     --server-cpu N      CPU for the servers (default 0).
     --load-cpu N        CPU for loadgen / wrk (default 1).
+    --counts            Run the counting pass with --quick too (about 30 s more).
+    --no-counts         Skip the counting pass (no perf).
+    --no-alloc-counts   Count without the allocation uprobes (they slow a server that
+                        allocates per message: hyper serves about half as fast under them,
+                        which moves its other counts by a few percent).
+    --count-window SECS Counted window of a counting run (default: 2 s, at most --duration;
+                        --quick: 0.5 s). Its warm-up is --warmup, at most 2 s (--quick: 0.5 s).
     --no-build          Use the binaries already built.
     -h, --help          Print this message.
 
@@ -62,6 +75,24 @@ The server's CPU per message (utime + stime over the measured window, divided by
 echoed in it) is the fair figure on a 2-CPU machine, where the load generator saturates its CPU
 before the server does. Figures from a machine others use are noisy: compare ratios from one
 run, never absolute numbers across runs.
+
+COUNTS (the second table of each point, per message):
+    From the timed runs: user and kernel CPU (utime and stime of /proc/<pid>/stat) and the
+    voluntary / involuntary context switches of the server's threads (/proc/<pid>/task/*/
+    status), read at the measured window's edges like the CPU.
+    From the counting pass: after a point's timed rounds, one more run per server (tracing
+    perturbs timing, so never in the timed runs) with `perf stat -x, -D -1 --control fifo:..
+    -p <server pid>` attached and enabled only over that run's measured window: system calls
+    (raw_syscalls:sys_enter), io_uring SQEs (io_uring:io_uring_submit_req) and CQEs
+    (io_uring:io_uring_complete), packets sent (net:net_dev_xmit), sched:sched_switch (JSON
+    only: the same switches as the /proc counts), and allocations: uprobes (`perf probe -x
+    <libc> -a`, group xtask_bench_<pid>) on malloc, calloc, realloc, posix_memalign and
+    aligned_alloc of the libc the server maps, deleted when the bench ends (by a guard process
+    if it is killed; a later bench deletes groups whose process is gone).
+    Needs `perf` (Debian: `sudo apt-get install linux-perf`) and root, or
+    `sudo sysctl kernel.perf_event_paranoid=-1` for the tracepoints (the uprobes need root).
+    Whatever perf cannot count is n/a, with the reason in the report; the timed figures come
+    out regardless.
 ";
 
 /// Ours: the figure every ratio is taken against.
@@ -189,6 +220,13 @@ struct Options {
     load_cpu: usize,
     build: bool,
     http: bool,
+    /// Run the counting pass (perf) after each point's timed rounds.
+    counts: bool,
+    /// Count allocations in it (uprobes on libc).
+    alloc_counts: bool,
+    /// The counting run's warm-up and counted window.
+    count_warmup: f64,
+    count_window: f64,
 }
 
 fn parse(args: &[String]) -> Result<Option<Options>, String> {
@@ -203,7 +241,14 @@ fn parse(args: &[String]) -> Result<Option<Options>, String> {
         load_cpu: 1,
         build: true,
         http: true,
+        // `--quick` stays under two minutes only without it (~30 s more).
+        counts: !quick,
+        alloc_counts: true,
+        // Counts per message need few messages.
+        count_warmup: if quick { 0.5 } else { 2.0 },
+        count_window: if quick { 0.5 } else { 2.0 },
     };
+    let mut count_window = None;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         let mut value = |name: &str| {
@@ -222,6 +267,10 @@ fn parse(args: &[String]) -> Result<Option<Options>, String> {
             "--quick" => {}
             "--no-build" => o.build = false,
             "--no-http" => o.http = false,
+            "--counts" => o.counts = true,
+            "--no-counts" => o.counts = false,
+            "--no-alloc-counts" => o.alloc_counts = false,
+            "--count-window" => count_window = Some(num(arg, value(arg)?)?.max(0.1)),
             "--servers" => {
                 let list = value(arg)?;
                 let names: Vec<&str> = list.split(',').map(str::trim).collect();
@@ -245,6 +294,10 @@ fn parse(args: &[String]) -> Result<Option<Options>, String> {
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
+    // The counting run: the timed runs' warm-up (at most the default) and a window of
+    // its own, never longer than the timed one.
+    o.count_warmup = o.count_warmup.min(o.warmup);
+    o.count_window = count_window.unwrap_or_else(|| o.count_window.min(o.duration));
     Ok(Some(o))
 }
 
@@ -282,6 +335,24 @@ fn matrix(quick: bool, http: bool) -> Vec<Point> {
         points.push(web(256));
     }
     points
+}
+
+/// What the counting run of one server counted, with the messages of its window.
+#[derive(Debug)]
+struct Counted {
+    messages: u64,
+    window_s: f64,
+    figures: Figures,
+    /// The load's JSON line (loadgen's, or a short one for wrk).
+    load: String,
+}
+
+/// The counting run of one server at one point, or why there is none.
+#[derive(Debug)]
+struct CountRun {
+    point: Point,
+    server: &'static str,
+    outcome: Result<Counted, String>,
 }
 
 /// One run: one server under one point of the matrix, in one round.
@@ -368,15 +439,28 @@ fn run_servers(args: &[String]) -> ExitCode {
         .iter()
         .map(|p| opts.rounds * servers_of(p.kind).len())
         .sum();
+    let mut counter = opts.counts.then(|| Counter::new(opts.alloc_counts));
+    if let Some(why) = counter.as_ref().and_then(Counter::unavailable) {
+        println!("bench: no counting pass: {why}");
+    }
+    let counting = counter.as_ref().is_some_and(|c| c.unavailable().is_none());
+    let count_runs: usize = if counting {
+        points.iter().map(|p| servers_of(p.kind).len()).sum()
+    } else {
+        0
+    };
     let per_run = opts.warmup.ceil() + opts.duration.ceil() + 0.5;
+    let per_count = opts.count_warmup + opts.count_window.ceil() + 1.0;
     println!(
-        "bench: {total} runs ({} points × {} rounds × their servers), about {:.0} s",
+        "bench: {total} runs ({} points × {} rounds × their servers) and {count_runs} counting \
+         runs, about {:.0} s",
         points.len(),
         opts.rounds,
-        total as f64 * per_run
+        total as f64 * per_run + count_runs as f64 * per_count
     );
     let load_before = loadavg();
     let mut results = Vec::with_capacity(total);
+    let mut counts = Vec::with_capacity(count_runs);
     let mut n = 0;
     for &point in &points {
         for round in 1..=opts.rounds {
@@ -408,6 +492,37 @@ fn run_servers(args: &[String]) -> ExitCode {
                 });
             }
         }
+        // Tracing perturbs timing: count in runs of their own, after the timed ones.
+        if let Some(counter) = counter.as_mut().filter(|_| counting) {
+            for server in &servers_of(point.kind) {
+                let outcome = count_run(&bin_dir, server, point, &opts, counter);
+                match &outcome {
+                    Ok(c) => println!(
+                        "[count] {:<14} {:>5} B {:>3} conns {:>2} in flight: {} msgs, per msg {} \
+                         syscalls, {} allocations",
+                        server.name,
+                        point.size,
+                        point.connections,
+                        point.inflight,
+                        c.messages,
+                        per_msg(
+                            c.figures.tracepoint(SYSCALLS).and_then(Count::value),
+                            c.messages
+                        ),
+                        per_msg(c.figures.allocations(), c.messages),
+                    ),
+                    Err(e) => println!(
+                        "[count] {:<14} {:>5} B {:>3} conns {:>2} in flight: not counted: {e}",
+                        server.name, point.size, point.connections, point.inflight
+                    ),
+                }
+                counts.push(CountRun {
+                    point,
+                    server: server.name,
+                    outcome,
+                });
+            }
+        }
     }
     let meta = Meta {
         date: utc_now(),
@@ -425,13 +540,23 @@ fn run_servers(args: &[String]) -> ExitCode {
         load_after: loadavg(),
         elapsed: started.elapsed(),
         http_skipped,
+        counting: if opts.counts {
+            Ok((opts.count_warmup, opts.count_window))
+        } else if opts.quick {
+            Err("`--quick` skips it to stay under two minutes; `--counts` adds it (about 30 s)")
+        } else {
+            Err("`--no-counts`")
+        },
+        count_notes: counter.as_ref().map(Counter::notes).unwrap_or_default(),
     };
-    let md = markdown(&meta, &opts.servers, &points, &results);
+    // Deletes the uprobes as soon as they are no longer needed.
+    drop(counter);
+    let md = markdown(&meta, &opts.servers, &points, &results, &counts);
     println!("\n{md}");
     let out_dir = target_dir().join("bench-report");
     let written = std::fs::create_dir_all(&out_dir)
         .and_then(|()| std::fs::write(out_dir.join("report.md"), &md))
-        .and_then(|()| std::fs::write(out_dir.join("report.json"), json(&meta, &results)));
+        .and_then(|()| std::fs::write(out_dir.join("report.json"), json(&meta, &results, &counts)));
     match written {
         Ok(()) => println!(
             "bench: wrote {} and report.json",
@@ -469,12 +594,12 @@ impl Drop for ServerProcess {
     }
 }
 
-fn one_run(
+/// Start `server` on a free port, pinned to the server CPU, and wait for `listening on`.
+fn start_server(
     bin_dir: &Path,
     server: &Server,
-    point: Point,
     opts: &Options,
-) -> Result<String, String> {
+) -> Result<(ServerProcess, u16), String> {
     let port = free_port()?;
     let mut cmd = Command::new(bin_dir.join(server.bin));
     cmd.args(server.args)
@@ -487,7 +612,6 @@ fn one_run(
         cmd.spawn()
             .map_err(|e| format!("cannot start {}: {e}", server.bin))?,
     );
-    let pid = child.0.id();
     let stdout = child.0.stdout.take().ok_or("no server stdout")?;
     // Wait for "listening on", then keep draining its output so it can never block on it.
     let (tx, rx) = mpsc::channel();
@@ -506,23 +630,42 @@ fn one_run(
             None => format!("{} did not print `listening on` within 10 s", server.bin),
         });
     }
-    if point.kind == Kind::Http {
-        return wrk_run(port, point, opts, pid, server.name);
-    }
+    Ok((child, port))
+}
+
+/// `loadgen` against the server on `port` (pid `pid`) for one point.
+fn loadgen(
+    bin_dir: &Path,
+    (port, pid): (u16, u32),
+    point: Point,
+    opts: &Options,
+    (warmup, duration): (f64, f64),
+    label: &str,
+) -> Command {
     let mut load = Command::new(bin_dir.join("loadgen"));
     load.args(["--addr", &format!("127.0.0.1:{port}")])
         .args(["--connections", &point.connections.to_string()])
         .args(["--size", &point.size.to_string()])
         .args(["--inflight", &point.inflight.to_string()])
-        .args(["--warmup", &opts.warmup.to_string()])
-        .args(["--duration", &opts.duration.to_string()])
+        .args(["--warmup", &warmup.to_string()])
+        .args(["--duration", &duration.to_string()])
         .args(["--core", &opts.load_cpu.to_string()])
         .args(["--server-pid", &pid.to_string()])
-        .args(["--label", server.name])
+        .args(["--label", label])
         .arg("--quiet");
-    let out = run::capture(&mut load)?;
-    if let Ok(Some(status)) = child.0.try_wait() {
-        return Err(format!("{} died during the run ({status})", server.bin));
+    load
+}
+
+/// Run `loadgen` and return its JSON line, checked: no errors, messages echoed, the server
+/// still alive.
+fn loadgen_line(
+    load: &mut Command,
+    server: &mut ServerProcess,
+    bin: &str,
+) -> Result<String, String> {
+    let out = run::capture(load)?;
+    if let Ok(Some(status)) = server.0.try_wait() {
+        return Err(format!("{bin} died during the run ({status})"));
     }
     let line = out
         .lines()
@@ -540,6 +683,73 @@ fn one_run(
         return Err("no message was echoed in the measured window".into());
     }
     Ok(line)
+}
+
+fn one_run(
+    bin_dir: &Path,
+    server: &Server,
+    point: Point,
+    opts: &Options,
+) -> Result<String, String> {
+    let (mut child, port) = start_server(bin_dir, server, opts)?;
+    let pid = child.0.id();
+    if point.kind == Kind::Http {
+        return wrk_run(port, point, opts, pid, server.name);
+    }
+    let window = (opts.warmup, opts.duration);
+    let mut load = loadgen(bin_dir, (port, pid), point, opts, window, server.name);
+    loadgen_line(&mut load, &mut child, server.bin)
+}
+
+/// The counting run of one server at one point: perf attached through a window of its own
+/// (see `bench_counts`), after the timed rounds.
+fn count_run(
+    bin_dir: &Path,
+    server: &Server,
+    point: Point,
+    opts: &Options,
+    counter: &mut Counter,
+) -> Result<Counted, String> {
+    let (mut child, port) = start_server(bin_dir, server, opts)?;
+    let pid = child.0.id();
+    let mut session = counter.attach(pid)?;
+    let (messages, window_s, load) = if point.kind == Kind::Http {
+        // wrk takes whole seconds, so the warm-up is one at least: without one, a server's
+        // cold start (monoio's: a few thousand requests in the first seconds) is counted.
+        if opts.count_warmup > 0.0 {
+            run::capture(&mut wrk(opts.load_cpu, point, port, opts.count_warmup))?;
+        }
+        session.enable()?;
+        let t0 = Instant::now();
+        let out = run::capture(&mut wrk(opts.load_cpu, point, port, opts.count_window));
+        let wall = t0.elapsed().as_secs_f64();
+        session.disable()?;
+        let w = parse_wrk(&out?).ok_or("cannot read wrk's output")?;
+        let load = format!(
+            "{{\"tool\":\"wrk\",\"messages\":{},\"msgs_per_s\":{:.1},\"window_s\":{wall:.4}}}",
+            w.requests, w.requests_per_sec
+        );
+        (w.requests, wall, load)
+    } else {
+        let window = (opts.count_warmup, opts.count_window);
+        let mut load = loadgen(bin_dir, (port, pid), point, opts, window, server.name);
+        load.arg("--perf-control").arg(session.control_fifo());
+        let line = loadgen_line(&mut load, &mut child, server.bin)?;
+        let messages = json_num(&line, "messages").unwrap_or(0.0) as u64;
+        (
+            messages,
+            json_num(&line, "window_s").unwrap_or(f64::NAN),
+            line,
+        )
+    };
+    let figures = session.finish()?;
+    drop(child);
+    Ok(Counted {
+        messages,
+        window_s,
+        figures,
+        load,
+    })
 }
 
 /// `wrk` (and `taskset`, to pin it) on `PATH`, or which is missing and how to install it.
@@ -577,24 +787,20 @@ fn wrk_run(
     pid: u32,
     label: &str,
 ) -> Result<String, String> {
-    let url = format!("http://127.0.0.1:{port}/");
-    // wrk takes whole seconds.
-    let secs = |s: f64| format!("{}s", s.ceil().max(1.0) as u64);
-    let wrk = |duration: &str| {
-        let mut cmd = Command::new("taskset");
-        cmd.args(["-c", &opts.load_cpu.to_string(), "wrk", "-t1"])
-            .args(["-c", &point.connections.to_string()])
-            .args(["-d", duration, "--latency", &url]);
-        cmd
-    };
     if opts.warmup > 0.0 {
-        run::capture(&mut wrk(&secs(opts.warmup)))?;
+        run::capture(&mut wrk(opts.load_cpu, point, port, opts.warmup))?;
     }
     let cpu0 = proc_cpu_secs(pid)?;
+    let switches0 = proc_ctx_switches(pid)?;
     let t0 = Instant::now();
-    let out = run::capture(&mut wrk(&secs(opts.duration)))?;
+    let out = run::capture(&mut wrk(opts.load_cpu, point, port, opts.duration))?;
     let wall = t0.elapsed().as_secs_f64();
-    let cpu = proc_cpu_secs(pid)? - cpu0;
+    let (user, kernel) = proc_cpu_secs(pid)?;
+    let switches1 = proc_ctx_switches(pid)?;
+    let (user, kernel) = (user - cpu0.0, kernel - cpu0.1);
+    let cpu = user + kernel;
+    let voluntary = switches1.0.saturating_sub(switches0.0);
+    let involuntary = switches1.1.saturating_sub(switches0.1);
     let w = parse_wrk(&out).ok_or_else(|| {
         format!(
             "cannot read wrk's output: {}",
@@ -607,11 +813,16 @@ fn wrk_run(
             w.requests, w.bad_responses
         ));
     }
+    let per_req = |x: f64| x / w.requests as f64;
     Ok(format!(
         "{{\"label\":\"{label}\",\"tool\":\"wrk\",\"connections\":{},\"messages\":{},\
          \"msgs_per_s\":{:.1},\"p50_us\":{:.2},\"p90_us\":{:.2},\"p99_us\":{:.2},\
          \"socket_errors\":{},\"errors\":0,\"window_s\":{wall:.4},\"server_cpu_s\":{cpu:.4},\
-         \"server_cpu_util\":{:.4},\"server_cpu_us_per_msg\":{:.4}}}",
+         \"server_cpu_util\":{:.4},\"server_cpu_us_per_msg\":{:.4},\
+         \"server_user_cpu_s\":{user:.4},\"server_kernel_cpu_s\":{kernel:.4},\
+         \"server_user_us_per_msg\":{:.4},\"server_kernel_us_per_msg\":{:.4},\
+         \"server_ctx_voluntary\":{voluntary},\"server_ctx_involuntary\":{involuntary},\
+         \"server_ctx_voluntary_per_msg\":{:.6},\"server_ctx_involuntary_per_msg\":{:.6}}}",
         point.connections,
         w.requests,
         w.requests_per_sec,
@@ -620,8 +831,23 @@ fn wrk_run(
         w.p99_us,
         w.socket_errors,
         cpu / wall.max(1e-9),
-        cpu * 1e6 / w.requests as f64,
+        per_req(cpu * 1e6),
+        per_req(user * 1e6),
+        per_req(kernel * 1e6),
+        per_req(voluntary as f64),
+        per_req(involuntary as f64),
     ))
+}
+
+/// `wrk` for one HTTP point against `port`, pinned to `load_cpu`, for `secs` (wrk takes whole
+/// seconds: rounded up, at least one).
+fn wrk(load_cpu: usize, point: Point, port: u16, secs: f64) -> Command {
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", &load_cpu.to_string(), "wrk", "-t1"])
+        .args(["-c", &point.connections.to_string()])
+        .args(["-d", &format!("{}s", secs.ceil().max(1.0) as u64)])
+        .args(["--latency", &format!("http://127.0.0.1:{port}/")]);
+    cmd
 }
 
 /// What `cargo xtask bench` reads from `wrk --latency`'s report.
@@ -679,18 +905,52 @@ fn wrk_time_us(t: &str) -> Option<f64> {
     Some(v * scale)
 }
 
-/// A process's user + system CPU time in seconds, from `/proc/<pid>/stat` (fields 14 and
+/// A process's user and system CPU time in seconds, from `/proc/<pid>/stat` (fields 14 and
 /// 15, counted after the command name's closing parenthesis).
-fn proc_cpu_secs(pid: u32) -> Result<f64, String> {
+fn proc_cpu_secs(pid: u32) -> Result<(f64, f64), String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map_err(|e| format!("cannot read /proc/{pid}/stat: {e}"))?;
     let rest = &stat[stat.rfind(')').map_or(0, |i| i + 1)..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+    let secs = |t: u64| t as f64 / clock_ticks() as f64;
     match (ticks(11), ticks(12)) {
-        (Some(utime), Some(stime)) => Ok((utime + stime) as f64 / clock_ticks() as f64),
+        (Some(utime), Some(stime)) => Ok((secs(utime), secs(stime))),
         _ => Err(format!("unexpected /proc/{pid}/stat format")),
     }
+}
+
+/// Voluntary and involuntary context switches of all of a process's threads, summed over
+/// `/proc/<pid>/task/*/status` (the echo path reads the same through
+/// `seastar_benches::proc_stat`, which xtask, having no dependencies, cannot use).
+fn proc_ctx_switches(pid: u32) -> Result<(u64, u64), String> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map_err(|e| format!("cannot read /proc/{pid}/task: {e}"))?;
+    let mut sum = (0, 0);
+    for task in tasks.flatten() {
+        // A thread may exit between listing and reading: skip it.
+        let Ok(status) = std::fs::read_to_string(task.path().join("status")) else {
+            continue;
+        };
+        let (v, i) = parse_ctxt_switches(&status)
+            .ok_or_else(|| format!("no ctxt_switches lines in {}", task.path().display()))?;
+        sum = (sum.0 + v, sum.1 + i);
+    }
+    Ok(sum)
+}
+
+/// `voluntary_ctxt_switches` and `nonvoluntary_ctxt_switches` from a `status` file's text.
+fn parse_ctxt_switches(status: &str) -> Option<(u64, u64)> {
+    let field = |key: &str| {
+        status.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            (k == key).then(|| v.trim().parse::<u64>().ok())?
+        })
+    };
+    Some((
+        field("voluntary_ctxt_switches")?,
+        field("nonvoluntary_ctxt_switches")?,
+    ))
 }
 
 /// `getconf CLK_TCK` (100 on Linux; std has no sysconf).
@@ -784,6 +1044,10 @@ struct Meta {
     elapsed: Duration,
     /// Why the HTTP points did not run (a missing tool), if so.
     http_skipped: Option<String>,
+    /// The counting pass's warm-up and window, or why it was skipped.
+    counting: Result<(f64, f64), &'static str>,
+    /// Why figures of the counting pass are n/a, once per cause.
+    count_notes: Vec<String>,
 }
 
 /// One server's figures at one point, over its successful rounds.
@@ -799,6 +1063,10 @@ struct Summary {
     cpu_max: f64,
     cpu_util: f64,
     client_util: f64,
+    user_per_msg: f64,
+    kernel_per_msg: f64,
+    voluntary_per_msg: f64,
+    involuntary_per_msg: f64,
 }
 
 fn mean(v: &[f64]) -> f64 {
@@ -843,6 +1111,18 @@ fn summarize(results: &[RunResult], point: Point, server: &str) -> Summary {
         cpu_max: cpu.iter().copied().fold(f64::NEG_INFINITY, f64::max),
         cpu_util: mean(&get("server_cpu_util")),
         client_util: mean(&get("client_cpu_util")),
+        user_per_msg: mean(&get("server_user_us_per_msg")),
+        kernel_per_msg: mean(&get("server_kernel_us_per_msg")),
+        voluntary_per_msg: mean(&get("server_ctx_voluntary_per_msg")),
+        involuntary_per_msg: mean(&get("server_ctx_involuntary_per_msg")),
+    }
+}
+
+/// `count` per message with 3 decimals, or "n/a" when it was not counted.
+fn per_msg(count: Option<u64>, messages: u64) -> String {
+    match count {
+        Some(n) if messages > 0 => format!("{:.3}", n as f64 / messages as f64),
+        _ => "n/a".to_owned(),
     }
 }
 
@@ -871,7 +1151,13 @@ fn percent(v: f64) -> String {
     }
 }
 
-fn markdown(meta: &Meta, servers: &[Server], points: &[Point], results: &[RunResult]) -> String {
+fn markdown(
+    meta: &Meta,
+    servers: &[Server],
+    points: &[Point],
+    results: &[RunResult],
+    counts: &[CountRun],
+) -> String {
     let mut md = String::new();
     let matrix = if meta.quick { "quick" } else { "full" };
     md.push_str(&format!(
@@ -897,6 +1183,40 @@ fn markdown(meta: &Meta, servers: &[Server], points: &[Point], results: &[RunRes
          below 1 in CPU/msg means we spend less, above 1 in msg/s means we serve more. HTTP \
          points count requests as messages; `wrk` reports no p99.9 and no CPU of its own.\n",
     );
+    md.push_str(
+        "\nPer message, second table of each point: user and kernel CPU (utime and stime \
+         separately) and the server threads' voluntary / involuntary context switches (summed \
+         over `/proc/<pid>/task/*/status`) come from the timed runs (mean over rounds). The \
+         other columns come from a counting pass: after a point's timed rounds, one more run \
+         per server with `perf stat -p <server pid>` attached and enabled only for that run's \
+         measured window (tracing perturbs timing, so never in the timed runs): system calls \
+         (`raw_syscalls:sys_enter`), io_uring SQEs (`io_uring:io_uring_submit_req`) and CQEs \
+         (`io_uring:io_uring_complete`), packets sent (`net:net_dev_xmit`), each as it happens \
+         in the server's threads, and allocations (uprobes on malloc, calloc, realloc, \
+         posix_memalign and aligned_alloc of the libc the server maps; a call is one \
+         allocation). `sched:sched_switch` is counted too but shown only in the JSON: it is \
+         the timed runs' voluntary + involuntary switches again. HTTP: wrk's whole run is the \
+         window, connection setup included, as in the timed runs.",
+    );
+    match meta.counting {
+        Ok((warmup, window)) => md.push_str(&format!(
+            " The uprobes slow a server that allocates per message (hyper serves about half as \
+             fast under them), which moves its other counts by a few percent; \
+             `--no-alloc-counts` counts without them. Counting runs here: {warmup} s warm-up + \
+             {window} s counted{}.\n",
+            if meta.quick {
+                " (`--quick`: a short window; counts per message need few messages)"
+            } else {
+                ""
+            }
+        )),
+        Err(why) => md.push_str(&format!(
+            " The counting pass did not run here, so its columns are n/a: {why}.\n"
+        )),
+    }
+    for note in &meta.count_notes {
+        md.push_str(&format!("\nn/a: {note}\n"));
+    }
     if let Some(why) = &meta.http_skipped {
         md.push_str(&format!("\nThe HTTP points were skipped: {why}.\n"));
     }
@@ -910,7 +1230,7 @@ fn markdown(meta: &Meta, servers: &[Server], points: &[Point], results: &[RunRes
         );
         md.push_str("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
         let ours = summarize(results, point, OURS);
-        for server in servers {
+        for server in &servers {
             let s = summarize(results, point, server.name);
             if s.runs == 0 {
                 md.push_str(&format!("| {} | failed | | | | | | | | |\n", server.name));
@@ -947,6 +1267,7 @@ fn markdown(meta: &Meta, servers: &[Server], points: &[Point], results: &[RunRes
                 ratio(ours.cpu_per_msg, floor.cpu_per_msg)
             ));
         }
+        md.push_str(&per_message_table(&servers, point, results, counts));
     }
     md.push_str("\nServers:\n\n");
     for s in servers {
@@ -969,7 +1290,78 @@ fn markdown(meta: &Meta, servers: &[Server], points: &[Point], results: &[RunRes
     md
 }
 
-fn json(meta: &Meta, results: &[RunResult]) -> String {
+/// The second table of a point: where the server's CPU goes per message, and what the kernel
+/// does for it (timed runs: user/kernel CPU, context switches; the counting pass: the rest).
+fn per_message_table(
+    servers: &[&Server],
+    point: Point,
+    results: &[RunResult],
+    counts: &[CountRun],
+) -> String {
+    let mut md = String::from(
+        "\nPer message (CPU and context switches: timed runs; the rest: counting pass):\n\n\
+         | server | user µs | kernel µs | ours ÷ peer: user | ours ÷ peer: kernel | \
+         ctx switches vol / invol | syscalls | io_uring SQEs | io_uring CQEs | packets sent | \
+         allocations |\n\
+         | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+    );
+    let has_ours = servers.iter().any(|s| s.name == OURS);
+    let ours = summarize(results, point, OURS);
+    for server in servers {
+        let s = summarize(results, point, server.name);
+        let (r_user, r_kernel) = if has_ours && server.name != OURS {
+            (
+                ratio(ours.user_per_msg, s.user_per_msg),
+                ratio(ours.kernel_per_msg, s.kernel_per_msg),
+            )
+        } else {
+            ("–".to_owned(), "–".to_owned())
+        };
+        let counted = counts
+            .iter()
+            .find(|c| c.point == point && c.server == server.name)
+            .and_then(|c| c.outcome.as_ref().ok());
+        let event = |name: &str| {
+            counted.map_or("n/a".to_owned(), |c| {
+                per_msg(
+                    c.figures.tracepoint(name).and_then(Count::value),
+                    c.messages,
+                )
+            })
+        };
+        let allocations = counted.map_or("n/a".to_owned(), |c| {
+            per_msg(c.figures.allocations(), c.messages)
+        });
+        md.push_str(&format!(
+            "| {} | {} | {} | {r_user} | {r_kernel} | {} / {} | {} | {} | {} | {} | {allocations} |\n",
+            server.name,
+            num(s.user_per_msg, 2),
+            num(s.kernel_per_msg, 2),
+            num(s.voluntary_per_msg, 4),
+            num(s.involuntary_per_msg, 4),
+            event(SYSCALLS),
+            event(SQES),
+            event(CQES),
+            event(PACKETS_SENT),
+        ));
+    }
+    let failed: Vec<String> = counts
+        .iter()
+        .filter(|c| c.point == point)
+        .filter_map(|c| {
+            c.outcome
+                .as_ref()
+                .err()
+                .map(|e| format!("{}: {e}", c.server))
+        })
+        .collect();
+    if !failed.is_empty() {
+        md.push_str(&format!("\nNot counted: {}.\n", failed.join("; ")));
+    }
+    md
+}
+
+fn json(meta: &Meta, results: &[RunResult], counts: &[CountRun]) -> String {
     let esc = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
     let mut runs = Vec::new();
     for r in results {
@@ -984,6 +1376,55 @@ fn json(meta: &Meta, results: &[RunResult]) -> String {
             r.round, r.point.size, r.point.connections, r.point.inflight
         ));
     }
+    let mut counting_runs = Vec::new();
+    for c in counts {
+        let figures = match &c.outcome {
+            Ok(counted) => {
+                let mut events: Vec<String> = counted
+                    .figures
+                    .tracepoints
+                    .iter()
+                    .map(|(event, count)| format!("\"{}\":{}", esc(event), count.json()))
+                    .collect();
+                let allocs = match &counted.figures.allocs {
+                    Ok(calls) => {
+                        events.extend(
+                            calls
+                                .iter()
+                                .map(|(f, count)| format!("\"{}\":{}", esc(f), count.json())),
+                        );
+                        "null".to_owned()
+                    }
+                    Err(why) => format!("\"{}\"", esc(why)),
+                };
+                format!(
+                    "\"messages\":{},\"window_s\":{:.4},\"counts\":{{{}}},\"allocs_na\":{allocs},\"load\":{}",
+                    counted.messages,
+                    counted.window_s,
+                    events.join(","),
+                    counted.load
+                )
+            }
+            Err(e) => format!("\"error\":\"{}\"", esc(e)),
+        };
+        counting_runs.push(format!(
+            "    {{\"kind\":\"{}\",\"server\":\"{}\",\"size\":{},\"connections\":{},\"inflight\":{},{figures}}}",
+            if c.point.kind == Kind::Http { "http" } else { "echo" },
+            c.server,
+            c.point.size,
+            c.point.connections,
+            c.point.inflight
+        ));
+    }
+    let counting = match meta.counting {
+        Ok((warmup, window)) => format!("{{\"warmup_s\":{warmup},\"window_s\":{window}}}"),
+        Err(why) => format!("{{\"skipped\":\"{}\"}}", esc(why)),
+    };
+    let notes: Vec<String> = meta
+        .count_notes
+        .iter()
+        .map(|n| format!("\"{}\"", esc(n)))
+        .collect();
     let mut by_server: BTreeMap<&str, usize> = BTreeMap::new();
     for r in results.iter().filter(|r| r.outcome.is_ok()) {
         *by_server.entry(r.server).or_default() += 1;
@@ -992,7 +1433,7 @@ fn json(meta: &Meta, results: &[RunResult]) -> String {
         "{{\n  \"date\":\"{}\",\"matrix\":\"{}\",\"rounds\":{},\"warmup_s\":{},\"duration_s\":{},\
          \"server_cpu\":{},\"load_cpu\":{},\"cpus\":{},\"kernel\":\"{}\",\
          \"loadavg_before\":\"{}\",\"loadavg_after\":\"{}\",\"elapsed_s\":{:.1},\
-         \"ok_runs\":{},\"http_skipped\":{},\n  \"runs\":[\n{}\n  ]\n}}\n",
+         \"ok_runs\":{},\"http_skipped\":{},\"counting\":{counting},\"count_notes\":[{}],\n  \"runs\":[\n{}\n  ],\n  \"counting_runs\":[\n{}\n  ]\n}}\n",
         meta.date,
         if meta.quick { "quick" } else { "full" },
         meta.rounds,
@@ -1010,7 +1451,9 @@ fn json(meta: &Meta, results: &[RunResult]) -> String {
             Some(why) => format!("\"{}\"", esc(why)),
             None => "null".to_owned(),
         },
-        runs.join(",\n")
+        notes.join(","),
+        runs.join(",\n"),
+        counting_runs.join(",\n")
     )
 }
 
@@ -1041,6 +1484,180 @@ mod tests {
         assert!(secs < 120.0, "quick matrix takes {secs} s");
         assert_eq!(matrix(false, false).len(), 8);
         assert_eq!(matrix(false, true).len(), 10);
+    }
+
+    #[test]
+    fn counting_pass_options() {
+        let parsed = |args: &[&str]| {
+            let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+            match parse(&args) {
+                Ok(Some(o)) => o,
+                other => panic!("{args:?} does not parse: {other:?}"),
+            }
+        };
+        let full = parsed(&[]);
+        assert!(full.counts && full.alloc_counts);
+        assert_eq!((full.count_warmup, full.count_window), (2.0, 2.0));
+        let quick = parsed(&["--quick"]);
+        assert!(!quick.counts, "--quick stays under two minutes without it");
+        let quick = parsed(&["--quick", "--counts", "--no-alloc-counts"]);
+        assert!(quick.counts && !quick.alloc_counts);
+        assert_eq!((quick.count_warmup, quick.count_window), (0.5, 0.5));
+        let short = parsed(&["--warmup", "0.2", "--duration", "1"]);
+        assert_eq!((short.count_warmup, short.count_window), (0.2, 1.0));
+        let wide = parsed(&["--count-window", "3", "--no-counts"]);
+        assert!(!wide.counts);
+        assert_eq!(wide.count_window, 3.0);
+        assert!(parse(&["--count-window".to_owned()]).is_err());
+    }
+
+    #[test]
+    fn reads_context_switches_from_status() {
+        let status = "Name:\thttp-hyper\nvoluntary_ctxt_switches:\t1500\n\
+                      nonvoluntary_ctxt_switches:\t27\n";
+        assert_eq!(parse_ctxt_switches(status), Some((1500, 27)));
+        assert_eq!(parse_ctxt_switches("voluntary_ctxt_switches:\t1\n"), None);
+    }
+
+    fn meta(counting: Result<(f64, f64), &'static str>, count_notes: Vec<String>) -> Meta {
+        Meta {
+            date: "2026-12-01 00:00 UTC".to_owned(),
+            quick: true,
+            rounds: 1,
+            warmup: 1.0,
+            duration: 2.0,
+            server_cpu: 0,
+            load_cpu: 1,
+            cpus: 2,
+            kernel: "6.1".to_owned(),
+            load_before: String::new(),
+            load_after: String::new(),
+            elapsed: Duration::from_secs(1),
+            http_skipped: None,
+            counting,
+            count_notes,
+        }
+    }
+
+    /// The row of `server` in the per-message table, split into its cells.
+    fn per_message_row(md: &str, server: &str) -> Vec<String> {
+        let table = &md[md.find("Per message (").expect("a per-message table")..];
+        let row = table
+            .lines()
+            .find(|l| l.starts_with(&format!("| {server} |")))
+            .unwrap_or_else(|| panic!("no row for {server} in {table}"));
+        row.trim_matches('|')
+            .split('|')
+            .map(|c| c.trim().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn renders_counts_and_what_is_not_available() {
+        let point = matrix(true, false)[0];
+        let servers: Vec<Server> = SERVERS
+            .iter()
+            .filter(|s| ["seastar-uring", "tokio-ct", "raw-uring"].contains(&s.name))
+            .copied()
+            .collect();
+        let line = |user: f64, kernel: f64, vol: f64| {
+            format!(
+                "{{\"messages\":1000,\"msgs_per_s\":500.0,\"server_cpu_us_per_msg\":{},\
+                 \"server_user_us_per_msg\":{user},\"server_kernel_us_per_msg\":{kernel},\
+                 \"server_ctx_voluntary_per_msg\":{vol},\"server_ctx_involuntary_per_msg\":0.001}}",
+                user + kernel
+            )
+        };
+        let run = |server, outcome| RunResult {
+            point,
+            server,
+            round: 1,
+            outcome,
+        };
+        let results = vec![
+            run("seastar-uring", Ok(line(0.5, 4.0, 0.02))),
+            run("tokio-ct", Ok(line(0.25, 5.0, 0.005))),
+            run("raw-uring", Ok(line(0.1, 4.0, 0.01))),
+        ];
+        let counted = Counted {
+            messages: 1000,
+            window_s: 0.5,
+            figures: Figures {
+                tracepoints: vec![
+                    (SYSCALLS.to_owned(), Count::Value(280)),
+                    (SQES.to_owned(), Count::Value(990)),
+                    (CQES.to_owned(), Count::Value(1970)),
+                    (PACKETS_SENT.to_owned(), Count::NotSupported),
+                ],
+                allocs: Err("uprobes need root".to_owned()),
+            },
+            load: "{}".to_owned(),
+        };
+        let counts = vec![
+            CountRun {
+                point,
+                server: "seastar-uring",
+                outcome: Ok(counted),
+            },
+            CountRun {
+                point,
+                server: "tokio-ct",
+                outcome: Err("perf stat did not attach".to_owned()),
+            },
+        ];
+        let notes = vec!["allocations in /lib/libc.so.6 are n/a: uprobes need root".to_owned()];
+        let md = markdown(
+            &meta(Ok((0.5, 0.5)), notes),
+            &servers,
+            &[point],
+            &results,
+            &counts,
+        );
+        assert_eq!(
+            per_message_row(&md, "seastar-uring"),
+            [
+                "seastar-uring",
+                "0.50",
+                "4.00",
+                "–",
+                "–",
+                "0.0200 / 0.0010",
+                "0.280",
+                "0.990",
+                "1.970",
+                "n/a",
+                "n/a"
+            ]
+        );
+        let tokio = per_message_row(&md, "tokio-ct");
+        assert_eq!(tokio[1..5], ["0.25", "5.00", "2.00", "0.80"]);
+        assert_eq!(tokio[6..], ["n/a", "n/a", "n/a", "n/a", "n/a"]);
+        // No counting run at all for the floor: n/a too, and no failure to list.
+        assert_eq!(per_message_row(&md, "raw-uring")[6..], ["n/a"; 5]);
+        assert!(md.contains("Not counted: tokio-ct: perf stat did not attach."));
+        assert!(md.contains("n/a: allocations in /lib/libc.so.6 are n/a: uprobes need root"));
+        assert!(md.contains("Counting runs here: 0.5 s warm-up + 0.5 s counted"));
+
+        let skipped = markdown(
+            &meta(Err("`--no-counts`"), Vec::new()),
+            &servers,
+            &[point],
+            &results,
+            &[],
+        );
+        assert!(skipped.contains("did not run here, so its columns are n/a: `--no-counts`."));
+        assert_eq!(per_message_row(&skipped, "seastar-uring")[6..], ["n/a"; 5]);
+        let json = json(&meta(Err("`--no-counts`"), Vec::new()), &results, &counts);
+        assert!(json.contains("\"counting\":{\"skipped\":\"`--no-counts`\"}"));
+        assert!(json.contains("\"net:net_dev_xmit\":\"<not supported>\""));
+        assert!(json.contains("\"allocs_na\":\"uprobes need root\""));
+    }
+
+    #[test]
+    fn per_message_figures() {
+        assert_eq!(per_msg(Some(28), 100), "0.280");
+        assert_eq!(per_msg(None, 100), "n/a");
+        assert_eq!(per_msg(Some(5), 0), "n/a");
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! No dependencies: only `std`, so the tasks build in seconds on a fresh clone.
 
 mod bench;
+mod bench_counts;
 mod bench_raft;
 mod run;
 mod setup;

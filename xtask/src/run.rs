@@ -313,7 +313,7 @@ fn kill_tree(child: &mut Child) {
 
 /// Send `sig` to `pids` with the shell's `kill` builtin (`std` has no `kill(2)`).
 #[cfg(target_os = "linux")]
-fn signal(sig: &str, pids: &[u32]) {
+pub fn signal(sig: &str, pids: &[u32]) {
     if pids.is_empty() {
         return;
     }

@@ -4,10 +4,14 @@
 //! It opens `--connections` connections, then for `--warmup` seconds drives load without
 //! measuring, then for `--duration` seconds measures: messages per second, and latency
 //! percentiles (hdrhistogram, nanosecond resolution). With `--server-pid` it also reads the
-//! server's CPU time (utime + stime from `/proc/<pid>/stat`) at the start and end of the
-//! measured window: the server's CPU per message. The last line on standard output is one
-//! JSON object with every figure; `--progress` (on by default for runs of 10 s or more) prints
-//! one line per second on standard error.
+//! server's CPU time (utime and stime from `/proc/<pid>/stat`) and its threads' context
+//! switches (`/proc/<pid>/task/*/status`) at the start and end of the measured window: the
+//! server's user and kernel CPU and its voluntary / involuntary switches per message. With
+//! `--perf-control FIFO` it writes `enable` and `disable` to that FIFO at the window's edges,
+//! so a `perf stat --control fifo:FIFO -D -1` attached to the server counts exactly the
+//! measured window (`cargo xtask bench`'s counting pass). The last line on standard output is
+//! one JSON object with every figure; `--progress` (on by default for runs of 10 s or more)
+//! prints one line per second on standard error.
 //!
 //! Two modes:
 //! * closed loop (default): each connection keeps `--inflight` messages outstanding, sending
@@ -23,8 +27,10 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::io;
+use std::fs::File;
+use std::io::{self, Write};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -34,12 +40,12 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use seastar_benches::cli::parse_or_exit;
-use seastar_benches::proc_stat;
+use seastar_benches::proc_stat::{self, CpuTimes, CtxSwitches};
 
 const USAGE: &str = "\
 usage: loadgen [--addr HOST:PORT] [--connections C] [--size BYTES] [--inflight N | --rate MSGS_PER_S]
                [--duration SECS] [--warmup SECS] [--core N | --no-pin] [--server-pid PID]
-               [--progress | --quiet] [--label TEXT]
+               [--perf-control FIFO] [--progress | --quiet] [--label TEXT]
 defaults: --addr 127.0.0.1:7000 --connections 16 --size 64 --inflight 1 --duration 10
           --warmup 2 --core 1; progress lines when --duration >= 10";
 
@@ -54,6 +60,7 @@ struct Args {
     warmup: Duration,
     core: Option<usize>,
     server_pid: Option<u32>,
+    perf_control: Option<PathBuf>,
     progress: bool,
     label: String,
 }
@@ -95,6 +102,7 @@ fn parse_args() -> Args {
                 Some(core.unwrap_or(1))
             },
             server_pid: f.value("--server-pid")?,
+            perf_control: f.value("--perf-control")?,
             progress: (progress || duration >= Duration::from_secs(10)) && !quiet,
             label: f.value("--label")?.unwrap_or_default(),
         };
@@ -266,19 +274,39 @@ async fn fixed_rate(
     result
 }
 
-/// Samples of the server's and our own CPU time at the window's edges.
+/// What the server and we used over the measured window.
 #[derive(Default)]
 struct CpuWindow {
-    server: Option<(Duration, Duration)>,
-    client: Option<(Duration, Duration)>,
+    server: Option<CpuTimes>,
+    server_switches: Option<CtxSwitches>,
+    client: Option<CpuTimes>,
     wall: Duration,
 }
 
-async fn watch(args: Rc<Args>, shared: Rc<Shared>, start: Instant) -> CpuWindow {
-    let sample = |pid: Option<u32>| pid.and_then(|p| proc_stat::cpu_time(p).ok());
+/// Write one of perf's control commands (`enable`, `disable`) to the `--perf-control` FIFO.
+fn perf_control(fifo: &mut Option<File>, command: &str, shared: &Shared) {
+    if let Some(f) = fifo {
+        if let Err(e) = f.write_all(format!("{command}\n").as_bytes()) {
+            shared.error(&io::Error::new(
+                e.kind(),
+                format!("cannot write {command:?} to the --perf-control FIFO: {e}"),
+            ));
+        }
+    }
+}
+
+async fn watch(
+    args: Rc<Args>,
+    shared: Rc<Shared>,
+    start: Instant,
+    mut perf_fifo: Option<File>,
+) -> CpuWindow {
+    let sample = |pid: Option<u32>| pid.and_then(|p| proc_stat::cpu_times(p).ok());
+    let switches = |pid: Option<u32>| pid.and_then(|p| proc_stat::ctx_switches(p).ok());
     let me = Some(std::process::id());
     let mut window = CpuWindow::default();
     let mut server0 = None;
+    let mut switches0 = None;
     let mut client0 = None;
     let mut t0 = shared.measure_start;
     let mut measuring = false;
@@ -294,16 +322,21 @@ async fn watch(args: Rc<Args>, shared: Rc<Shared>, start: Instant) -> CpuWindow 
         let now = Instant::now();
         if !measuring && now >= shared.measure_start {
             measuring = true;
+            perf_control(&mut perf_fifo, "enable", &shared);
             server0 = sample(args.server_pid);
+            switches0 = switches(args.server_pid);
             client0 = sample(me);
             t0 = now;
         }
         if measuring && now >= shared.measure_end {
             let server1 = sample(args.server_pid);
+            let switches1 = switches(args.server_pid);
             let client1 = sample(me);
+            perf_control(&mut perf_fifo, "disable", &shared);
             window.wall = now.saturating_duration_since(t0);
-            window.server = server0.zip(server1);
-            window.client = client0.zip(client1);
+            window.server = server0.zip(server1).map(|(a, b)| b.since(&a));
+            window.server_switches = switches0.zip(switches1).map(|(a, b)| b.since(&a));
+            window.client = client0.zip(client1).map(|(a, b)| b.since(&a));
             return window;
         }
         if now >= next_tick {
@@ -327,6 +360,19 @@ async fn watch(args: Rc<Args>, shared: Rc<Shared>, start: Instant) -> CpuWindow 
 }
 
 async fn run(args: Args) -> io::Result<String> {
+    // Read and write: opening a FIFO so never blocks (Linux), even if its reader is gone.
+    let perf_fifo = match &args.perf_control {
+        Some(path) => Some(
+            File::options()
+                .read(true)
+                .write(true)
+                .open(path)
+                .map_err(|e| {
+                    io::Error::new(e.kind(), format!("--perf-control {}: {e}", path.display()))
+                })?,
+        ),
+        None => None,
+    };
     let args = Rc::new(args);
     let mut streams = Vec::with_capacity(args.connections);
     for _ in 0..args.connections {
@@ -369,7 +415,7 @@ async fn run(args: Args) -> io::Result<String> {
             }
         }));
     }
-    let window = watch(args.clone(), shared.clone(), start).await;
+    let window = watch(args.clone(), shared.clone(), start, perf_fifo).await;
     // Connections stop at their first read after the window; a stalled one is cut off.
     let grace = Instant::now() + Duration::from_secs(2);
     for task in tasks {
@@ -427,15 +473,50 @@ fn report(args: &Args, shared: &Shared, window: &CpuWindow) -> String {
         }
     };
     for (name, sample) in [("server", window.server), ("client", window.client)] {
-        if let Some((a, b)) = sample {
-            let cpu = b.saturating_sub(a);
+        if let Some(times) = sample {
+            let cpu = times.total();
             fields.push(format!("\"{name}_cpu_s\":{:.4}", cpu.as_secs_f64()));
             fields.push(format!(
                 "\"{name}_cpu_util\":{:.4}",
                 cpu.as_secs_f64() / window.wall.as_secs_f64().max(1e-9)
             ));
             fields.push(format!("\"{name}_cpu_us_per_msg\":{:.4}", per_msg(cpu)));
+            fields.push(format!(
+                "\"{name}_user_cpu_s\":{:.4}",
+                times.user.as_secs_f64()
+            ));
+            fields.push(format!(
+                "\"{name}_kernel_cpu_s\":{:.4}",
+                times.system.as_secs_f64()
+            ));
+            fields.push(format!(
+                "\"{name}_user_us_per_msg\":{:.4}",
+                per_msg(times.user)
+            ));
+            fields.push(format!(
+                "\"{name}_kernel_us_per_msg\":{:.4}",
+                per_msg(times.system)
+            ));
         }
+    }
+    if let Some(sw) = window.server_switches {
+        let per_msg = |n: u64| {
+            if measured == 0 {
+                0.0
+            } else {
+                n as f64 / measured as f64
+            }
+        };
+        fields.push(format!("\"server_ctx_voluntary\":{}", sw.voluntary));
+        fields.push(format!("\"server_ctx_involuntary\":{}", sw.involuntary));
+        fields.push(format!(
+            "\"server_ctx_voluntary_per_msg\":{:.6}",
+            per_msg(sw.voluntary)
+        ));
+        fields.push(format!(
+            "\"server_ctx_involuntary_per_msg\":{:.6}",
+            per_msg(sw.involuntary)
+        ));
     }
     if let Some(e) = shared.first_error.borrow().as_deref() {
         fields.push(format!("\"first_error\":{}", json_str(e)));
