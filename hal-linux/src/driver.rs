@@ -18,7 +18,7 @@
 //!
 //! ```text
 //!  armed ──CQE data (F_BUFFER)──> queue completion (more), held += 1 ──> held >= 32?
-//!    │                                                                 └─> cancel: paused
+//!    │                                             paused: queue the hold mark, cancel <─┘
 //!    ├──CQE -ENOBUFS (final)──> unarmed, in `rearm`: pushed again at a park once the pool
 //!    │                          has a buffer in its ring
 //!    ├──CQE -ECANCELED while paused──> unarmed; `release_buffer` brings held to 16: `rearm`
@@ -26,7 +26,10 @@
 //! ```
 //!
 //! Buffers of completions nobody will poll (a cancelled receive) go straight back to the
-//! ring; a buffer handed out returns with `release_buffer` (a `PooledBuf` drop).
+//! ring; a buffer handed out returns with `release_buffer` (a `PooledBuf` drop). The hold
+//! mark (`Completion::HOLD_MARK`) sits behind the completions of a paused receive: the
+//! owner's poll that reaches it applies the hold-limit rule of
+//! `seastar_hal::io::POOL_HOLD_LIMIT` (the error, or a wait), out of line.
 
 use std::any::Any;
 use std::cell::{Cell, RefCell};
@@ -41,7 +44,8 @@ use std::task::{Context, Poll, Waker};
 
 use io_uring::cqueue;
 use seastar_hal::io::{
-    Completion, OpId, PoolId, SendBuf, SendBufRest, SendBufs, SendStatus, COMPLETION_BUFFER,
+    register_waker, Completion, OpId, PoolId, SendBuf, SendBufRest, SendBufs, SendStatus,
+    COMPLETION_BUFFER,
 };
 use seastar_hal::{ErrorKind, Instant, IoError};
 
@@ -121,7 +125,8 @@ struct OpState {
     armed: bool,
     /// Pooled receive: buffers held (queued completions plus handed out, not released).
     held: u32,
-    /// Pooled receive: stopped by back-pressure (`held` reached [`POOL_HOLD_LIMIT`]).
+    /// Pooled receive: stopped by back-pressure (`held` reached [`POOL_HOLD_LIMIT`]); while
+    /// set, a [`Completion::HOLD_MARK`] is queued behind its completions.
     paused: bool,
 }
 
@@ -303,6 +308,127 @@ fn discard_queued(op: &mut OpState, pools: &mut [Pool]) {
             give_back(pools, pool, bid);
         }
     }
+}
+
+/// Queue the [`Completion::HOLD_MARK`] of a receive just paused (waking a waiting owner, whose poll
+/// the rule may now answer).
+#[cold]
+fn queue_hold_mark(op: &mut OpState, wakers: &mut Vec<Waker>) {
+    // One mark is enough (an earlier pause's may still be queued).
+    let queued = op
+        .first
+        .iter()
+        .chain(&op.rest)
+        .any(Completion::is_hold_mark);
+    if !queued {
+        op.push_completion(Completion::HOLD_MARK);
+    }
+    if let Some(w) = op.waker.take() {
+        wakers.push(w);
+    }
+}
+
+/// [`UringDriver::poll_op_impl`] of an op that popped a final error `c`: the
+/// [`Completion::HOLD_MARK`] (see [`poll_at_hold_mark`]) or its real final completion, which frees
+/// the slot.
+#[cold]
+#[inline(never)]
+fn poll_final_error(
+    driver: &UringDriver,
+    id: OpId,
+    cx: &mut Context<'_>,
+    c: Completion,
+) -> Poll<Completion> {
+    if c.is_hold_mark() {
+        return poll_at_hold_mark(driver, id, cx);
+    }
+    let mut inner = driver.inner.borrow_mut();
+    // As in `poll_op_impl`: the slot is freed in place, the waker dropped after the borrow.
+    let old_waker = inner.ops.get_mut(id.0).and_then(|op| op.waker.take());
+    inner.ops.free(id.0);
+    drop(inner);
+    drop(old_waker);
+    Poll::Ready(c)
+}
+
+/// [`UringDriver::poll_op_impl`] of a pooled receive that popped its [`Completion::HOLD_MARK`].
+/// Completions queued behind the mark go first (the mark goes back behind them while the receive is
+/// paused). With none: a receive no longer paused drops the mark and waits; a paused one keeps it
+/// and fails with the hold-limit error if only its owner can resume it, else waits.
+#[cold]
+#[inline(never)]
+fn poll_at_hold_mark(driver: &UringDriver, id: OpId, cx: &mut Context<'_>) -> Poll<Completion> {
+    // Declared before the borrow so it drops after it (its drop may re-enter the driver).
+    let mut old_waker = None;
+    let mut inner = driver.inner.borrow_mut();
+    let Some(op) = inner.ops.get_mut(id.0) else {
+        return Poll::Ready(Completion::done(Err(IoError::new(ErrorKind::InvalidInput))));
+    };
+    // Another mark right behind (none is queued twice, but stay safe): one is enough.
+    let next = loop {
+        match op.pop_completion() {
+            Some(c) if c.is_hold_mark() => continue,
+            other => break other,
+        }
+    };
+    if let Some(c) = next {
+        if c.more {
+            if op.paused {
+                op.push_completion(Completion::HOLD_MARK);
+            }
+        } else {
+            // The real final completion (end of stream, an error): as in `poll_op_impl`.
+            old_waker = op.waker.take();
+            inner.ops.free(id.0);
+        }
+        drop(inner);
+        drop(old_waker);
+        return Poll::Ready(c);
+    }
+    if op.paused {
+        op.push_completion(Completion::HOLD_MARK);
+        if only_owner_can_resume(&inner, id.0) {
+            return Poll::Ready(Completion::hold_limit());
+        }
+    }
+    let Some(op) = inner.ops.get_mut(id.0) else {
+        return Poll::Ready(Completion::done(Err(IoError::new(ErrorKind::InvalidInput))));
+    };
+    old_waker = register_waker(&mut op.waker, cx.waker());
+    drop(inner);
+    drop(old_waker);
+    Poll::Pending
+}
+
+/// The hold-limit rule for pooled receive `key`, paused with nothing queued: whether the
+/// buffers it holds outside unfinished detached sends (whose release the driver makes
+/// itself) keep it above the resume mark, so that only its owner can resume it. Counts
+/// those buffers by walking the sends in flight: the slow path only, nothing to keep up to
+/// date per send.
+#[cold]
+#[inline(never)]
+fn only_owner_can_resume(inner: &Inner, key: u64) -> bool {
+    let Some(op) = inner.ops.get(key) else {
+        return false;
+    };
+    let OpKind::RecvPool { pool } = op.kind else {
+        return false;
+    };
+    let Some(owners) = inner.pools.get(usize::from(pool)).map(|p| &p.owner) else {
+        return false;
+    };
+    let in_sends = inner
+        .sends
+        .values()
+        .flat_map(|s| s.bufs.as_slice())
+        .filter_map(SendBuf::pool_buffer)
+        .filter(|&(p, bid)| p.0 == pool && owners.get(usize::from(bid)) == Some(&key))
+        .count();
+    seastar_hal::io::only_owner_can_resume(
+        op.paused,
+        op.held,
+        u32::try_from(in_sends).unwrap_or(u32::MAX),
+    )
 }
 
 /// Put a buffer the kernel handed out back in its pool's ring.
@@ -632,6 +758,13 @@ impl UringDriver {
         }
         if let Some(c) = op.pop_completion() {
             if !c.more {
+                if c.result.is_err() {
+                    // A final error, or a paused pooled receive's hold mark: out of line, on
+                    // a test of what the pop has at hand (the flags would cost a spill on the
+                    // per-message path).
+                    drop(inner);
+                    return poll_final_error(self, id, cx, c);
+                }
                 // The final completion: free the slot in place (no move of the state). What is
                 // left in it cannot re-enter the driver: the waker was taken when the
                 // completion was queued, a live op has no keep-alive, and `extras` and
@@ -644,19 +777,15 @@ impl UringDriver {
             drop(old_waker);
             return Poll::Ready(c);
         }
-        match &op.waker {
-            Some(w) if w.will_wake(cx.waker()) => {}
-            // A no-op waker (a peek such as `try_recv`) would wake nobody: keep the task's
-            // waker instead of trading it for one (a clone now and another at the next poll).
-            Some(_) if cx.waker().will_wake(Waker::noop()) => {}
-            _ => old_waker = op.waker.replace(cx.waker().clone()),
-        }
+        old_waker = register_waker(&mut op.waker, cx.waker());
         drop(inner);
         drop(old_waker);
         Poll::Pending
     }
 
-    /// See [`IoDriver::has_completion`]: a cancelled op polls `Ready` (an error) too.
+    /// See [`IoDriver::has_completion`]: a cancelled op polls `Ready` (an error) too. A paused
+    /// pooled receive has its [`Completion::HOLD_MARK`] queued, so a peek polls it (and the poll
+    /// decides).
     #[inline]
     pub(crate) fn has_completion_impl(&self, id: OpId) -> bool {
         let mut inner = self.inner.borrow_mut();
@@ -1087,8 +1216,10 @@ impl UringDriver {
                 rearm.push(ud);
             }
         }
-        // Back-pressure: stop the kernel receive; the owner resumes it by releasing.
-        let pause = !op.done && op.armed && !op.paused && op.held >= POOL_HOLD_LIMIT;
+        // Back-pressure: stop the kernel receive; the owner resumes it by releasing. Paused
+        // at the limit even when not armed (waiting for pool buffers), so it is not re-armed
+        // before the owner caught up and the hold-limit rule sees it paused.
+        let pause = !op.done && !op.paused && op.held >= POOL_HOLD_LIMIT;
         if pause {
             op.paused = true;
             add(&self.counters.pool_pauses, 1);
@@ -1100,7 +1231,11 @@ impl UringDriver {
             }
         }
         if pause {
-            let _ = self.push(inner, &Sqe::cancel(ud), CANCEL_UD);
+            // Behind what is queued: the owner's poll applies the hold-limit rule there.
+            queue_hold_mark(op, wakers);
+            if op.armed {
+                let _ = self.push(inner, &Sqe::cancel(ud), CANCEL_UD);
+            }
         }
     }
 }

@@ -64,6 +64,19 @@ impl<T> Slab<T> {
         }
     }
 
+    pub(crate) fn get(&self, key: u64) -> Option<&T> {
+        let (index, gen) = split(key);
+        match self.entries.get(index) {
+            Some(e) if e.gen == gen => e.value.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// The values of the occupied slots.
+    pub(crate) fn values(&self) -> impl Iterator<Item = &T> {
+        self.entries.iter().filter_map(|e| e.value.as_ref())
+    }
+
     /// Release the slot; its key becomes stale.
     pub(crate) fn remove(&mut self, key: u64) -> Option<T> {
         let (index, gen) = split(key);

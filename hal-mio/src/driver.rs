@@ -55,7 +55,9 @@
 //!   `RecvPool` is a read-side queue entry that, on each readiness edge, `recv`s into free
 //!   buffers (one completion with `more` each) until EAGAIN. It stops early when its owner
 //!   holds 32 buffers or the pool is empty; then, since no new edge will come for data already
-//!   there, the fd is driven again at a park once buffers come back (`retry_fds`).
+//!   there, the fd is driven again at a park once buffers come back (`retry_fds`). A paused
+//!   receive has a hold mark queued behind its completions, where the owner's poll applies
+//!   the hold-limit rule of `seastar_hal::io::POOL_HOLD_LIMIT` (the error, or a wait).
 
 use std::any::Any;
 use std::cell::RefCell;
@@ -70,8 +72,8 @@ use std::time::Duration;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Token};
 use seastar_hal::io::{
-    Completion, Fd, IoDriver, IoSlice, OpId, PoolId, RawOp, SendBufRest, SendBufs, SendStatus,
-    Shutdown, COMPLETION_BUFFER,
+    register_waker, Completion, Fd, IoDriver, IoSlice, OpId, PoolId, RawOp, SendBufRest, SendBufs,
+    SendStatus, Shutdown, COMPLETION_BUFFER,
 };
 use seastar_hal::{ErrorKind, Instant, IoError};
 
@@ -241,7 +243,8 @@ struct OpState {
     waker: Option<Waker>,
     /// Pooled receive: buffers held (queued completions plus handed out, not released).
     held: u32,
-    /// Pooled receive: stopped at the hold limit, until `held` is down to half of it.
+    /// Pooled receive: stopped at the hold limit, until `held` is down to half of it; while
+    /// set, a [`Completion::HOLD_MARK`] is queued behind its completions.
     paused: bool,
     /// A detached send: its buffers and whom to tell. Nobody polls it: the driver finishes it
     /// with its final completion.
@@ -822,9 +825,10 @@ impl State {
         if op.paused || op.held >= POOL_HOLD_LIMIT {
             // Resumed (retry_fds) when the owner releases enough.
             if !op.paused {
+                op.paused = true;
                 self.stats.pool_pauses += 1;
+                self.queue_hold_mark(id);
             }
-            op.paused = true;
             return Step::Blocked;
         }
         let Some(mem) = self.pools.get_mut(usize::from(pool)) else {
@@ -856,8 +860,12 @@ impl State {
                 {
                     *o = id;
                 }
+                let mut paused_now = false;
                 if let Some(op) = self.op_mut(id) {
                     op.held += 1;
+                    // Paused as it reaches the limit (the next attempt stops).
+                    paused_now = op.held >= POOL_HOLD_LIMIT && !op.paused;
+                    op.paused |= paused_now;
                 }
                 self.complete(
                     id,
@@ -867,6 +875,10 @@ impl State {
                         more: true,
                     },
                 );
+                if paused_now {
+                    self.stats.pool_pauses += 1;
+                    self.queue_hold_mark(id);
+                }
                 Step::Again
             }
             Ok(None) => {
@@ -1054,6 +1066,8 @@ impl State {
         };
         match op.completions.pop_front() {
             Some(c) if c.more => Poll::Ready(c),
+            // A paused pooled receive's turn for the hold-limit rule (out of line).
+            Some(c) if c.is_hold_mark() => self.poll_at_hold_mark(id, cx),
             Some(c) => {
                 // Final: release the id. Dropping the op drops its `BufOp` (raw pointers) now,
                 // before the caller gets its buffers back.
@@ -1061,15 +1075,90 @@ impl State {
                 Poll::Ready(c)
             }
             None => {
-                match &mut op.waker {
-                    Some(w) if w.will_wake(cx.waker()) => {}
-                    // A no-op waker (a peek) wakes nobody: keep the task's.
-                    Some(_) if cx.waker().will_wake(Waker::noop()) => {}
-                    slot => *slot = Some(cx.waker().clone()),
-                }
+                drop(register_waker(&mut op.waker, cx.waker()));
                 Poll::Pending
             }
         }
+    }
+
+    /// Queue the [`Completion::HOLD_MARK`] of pooled receive `id`, just paused, behind its
+    /// completions (waking a waiting owner, whose poll the rule may now answer).
+    #[cold]
+    fn queue_hold_mark(&mut self, id: OpId) {
+        let Some(op) = self.op_mut(id) else { return };
+        // One mark is enough (an earlier pause's may still be queued).
+        if !op.completions.iter().any(Completion::is_hold_mark) {
+            op.completions.push_back(Completion::HOLD_MARK);
+        }
+        if let Some(w) = op.waker.take() {
+            self.wake.push(w);
+        }
+    }
+
+    /// `poll_op` of a pooled receive that popped its [`Completion::HOLD_MARK`]. Completions queued
+    /// behind the mark go first (the mark goes back behind them while the receive is paused). With
+    /// none: a receive no longer paused drops the mark and waits; a paused one keeps it and fails
+    /// with the hold-limit error if only its owner can resume it, else waits.
+    #[cold]
+    #[inline(never)]
+    fn poll_at_hold_mark(&mut self, id: OpId, cx: &mut Context<'_>) -> Poll<Completion> {
+        let Some(op) = self.op_mut(id) else {
+            return Poll::Ready(Completion::done(Err(IoError::new(ErrorKind::InvalidInput))));
+        };
+        // Another mark right behind (none is queued twice, but stay safe): one is enough.
+        while op.completions.front().is_some_and(Completion::is_hold_mark) {
+            op.completions.pop_front();
+        }
+        if let Some(c) = op.completions.pop_front() {
+            if !c.more {
+                // The real final completion (end of stream, an error): release the id.
+                drop(self.take(id));
+            } else if op.paused {
+                op.completions.push_back(Completion::HOLD_MARK);
+            }
+            return Poll::Ready(c);
+        }
+        if op.paused {
+            op.completions.push_back(Completion::HOLD_MARK);
+            if self.only_owner_can_resume(id) {
+                return Poll::Ready(Completion::hold_limit());
+            }
+        }
+        let Some(op) = self.op_mut(id) else {
+            return Poll::Ready(Completion::done(Err(IoError::new(ErrorKind::InvalidInput))));
+        };
+        drop(register_waker(&mut op.waker, cx.waker()));
+        Poll::Pending
+    }
+
+    /// The hold-limit rule for pooled receive `id`, paused with nothing queued: whether the
+    /// buffers it holds outside unfinished detached sends (which the driver releases itself)
+    /// keep it above the resume mark, so that only its owner can resume it. Counts those
+    /// buffers by walking the sends in flight: the slow path only, nothing kept per send.
+    fn only_owner_can_resume(&mut self, id: OpId) -> bool {
+        let Some(op) = slot_op(&mut self.slots, id) else {
+            return false;
+        };
+        let Kind::RecvPool { pool, .. } = op.kind else {
+            return false;
+        };
+        let (paused, held) = (op.paused, op.held);
+        let Some(owners) = self.owners.get(usize::from(pool)) else {
+            return false;
+        };
+        let in_sends = self
+            .slots
+            .iter()
+            .filter_map(|slot| slot.op.as_ref()?.detached.as_ref())
+            .flat_map(|d| d.bufs.as_slice())
+            .filter_map(seastar_hal::io::SendBuf::pool_buffer)
+            .filter(|&(p, bid)| p.0 == pool && owners.get(usize::from(bid)) == Some(&id))
+            .count();
+        seastar_hal::io::only_owner_can_resume(
+            paused,
+            held,
+            u32::try_from(in_sends).unwrap_or(u32::MAX),
+        )
     }
 
     /// Remove `id` everywhere; returns the operation so the caller can drop it (and the

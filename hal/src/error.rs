@@ -45,6 +45,9 @@ pub enum ErrorKind {
     OutOfMemory,
     /// The operation was cancelled before it completed.
     Canceled,
+    /// A pooled receive is paused at its hold limit and only its owner can resume it, by
+    /// releasing buffers: see [`crate::io::POOL_HOLD_LIMIT`]. Not final: the receive goes on.
+    HoldLimit,
     /// Anything else; see [`IoError::raw_os_error`].
     Other,
 }
@@ -72,6 +75,7 @@ impl ErrorKind {
             ErrorKind::UnexpectedEof => "unexpected end of file",
             ErrorKind::OutOfMemory => "out of memory",
             ErrorKind::Canceled => "operation canceled",
+            ErrorKind::HoldLimit => "pooled receive paused at its hold limit",
             ErrorKind::Other => "other error",
         }
     }

@@ -35,17 +35,21 @@
 //! * [`RawOp::RecvPool`] receives repeatedly (multishot) on a socket: each completion with data
 //!   carries [`COMPLETION_BUFFER`] in its flags and the buffer id in `flags >> 16`
 //!   ([`Completion::buffer`]), and has `more` set. `Ok(0)` (end of stream) or an error is the
-//!   final completion. Running out of buffers is *not* reported: the driver waits until
+//!   final completion, except [`ErrorKind::HoldLimit`](crate::ErrorKind::HoldLimit) (below),
+//!   which has `more` set. Running out of buffers is *not* reported: the driver waits until
 //!   buffers come back and resumes by itself.
 //! * A buffer id handed out in a completion belongs to whoever polled it: the driver neither
 //!   writes into it nor hands it out again until it is given back with
 //!   [`IoDriver::release_buffer`], exactly once. Completions the driver discards (of a
 //!   cancelled receive) have their buffers released by the driver.
 //! * Back-pressure: a driver bounds the buffers one pooled receive holds (completions queued
-//!   but not polled, plus buffers polled and not yet released). At the bound it stops
-//!   receiving on that socket (io_uring: cancels the kernel operation without ending the
-//!   receive for its owner) and resumes once the owner has released some, so one connection
-//!   that does not consume cannot exhaust the pool for the others.
+//!   but not polled, plus buffers polled and not yet released), at [`POOL_HOLD_LIMIT`]. At the
+//!   bound it stops receiving on that socket (io_uring: cancels the kernel operation without
+//!   ending the receive for its owner) and resumes once the owner has released some, so one
+//!   connection that does not consume cannot exhaust the pool for the others. A poll that
+//!   only the owner's releases could ever answer fails with
+//!   [`ErrorKind::HoldLimit`](crate::ErrorKind::HoldLimit) instead of waiting (the rule is
+//!   at [`POOL_HOLD_LIMIT`]).
 //! * Cancellation keeps the ownership rule above: after `cancel`, buffers the kernel may still
 //!   fill are the driver's; it recycles them when the final completion arrives.
 //!
@@ -110,9 +114,26 @@ pub struct PoolId(pub u16);
 pub const COMPLETION_BUFFER: u32 = 1;
 
 /// Most buffers one pooled receive ([`RawOp::RecvPool`]) may hold, completions not yet
-/// polled plus buffers handed out and not released, before the platform pauses it; it
-/// resumes once its owner is down to half of this. Part of the contract every platform with
-/// pools keeps, so an owner can tell when a receive may be waiting for its buffers.
+/// polled plus buffers handed out and not released (those inside detached sends included,
+/// until the send is finished), before the platform pauses it. A paused receive resumes once
+/// it holds at most half of this (16). Part of the contract every platform with pools keeps.
+///
+/// The hold-limit rule: a paused receive with no completion queued comes back only through
+/// releases. The driver makes some itself (the buffers inside detached sends not yet
+/// finished); all others are its owner's to make. So when `poll_op` finds a pooled receive
+/// with no completion queued that is paused (it reached this limit and has not since been
+/// down to half), and the buffers it holds, minus those inside unfinished detached sends,
+/// are still more than half of this limit, the poll does not wait: it returns `Ready` at
+/// once with a completion `{ result: Err(HoldLimit), flags: 0, more: true }`
+/// ([`Completion::hold_limit`]: an [`ErrorKind::HoldLimit`], no buffer) and registers no
+/// waker, and `has_completion` is `true`. Otherwise (the driver's own releases
+/// will resume it, or it is not paused) the poll waits as usual. The error ends nothing: the
+/// id stays valid, nothing received is dropped, and once the owner has released enough the
+/// receive resumes and later polls return the data in order. Buffers inside a cancelled
+/// operation's keep-alive count as the owner's (a driver cannot see inside it) until the
+/// driver drops the keep-alive.
+///
+/// [`ErrorKind::HoldLimit`]: crate::ErrorKind::HoldLimit
 pub const POOL_HOLD_LIMIT: u32 = 32;
 
 /// Which direction(s) a [`RawOp::Shutdown`] closes.
@@ -168,7 +189,8 @@ pub enum RawOp {
     },
     /// Receive repeatedly into buffers of `pool` (see the module docs): every completion with
     /// data names its buffer ([`Completion::buffer`]) and has `more` set; `Ok(0)` (end of
-    /// stream) or an error is the final one. No pointers: the pool's memory is the driver's.
+    /// stream) or an error is the final one, except `HoldLimit`, which has `more` set (the
+    /// rule is at [`POOL_HOLD_LIMIT`]). No pointers: the pool's memory is the driver's.
     RecvPool {
         /// The socket.
         fd: Fd,
@@ -276,6 +298,62 @@ impl Completion {
             more: false,
         }
     }
+
+    /// For drivers: queued behind the completions of a pooled receive when it is paused, so
+    /// that its owner's poll reaches the hold-limit rule ([`POOL_HOLD_LIMIT`]) only after
+    /// taking everything queued, and the per-message path needs no test of its own: it looks
+    /// like a final completion (which the poll path tests anyway), and no real final
+    /// completion is a `HoldLimit` error. Never handed out as it is: the poll that reaches it
+    /// applies the rule and returns [`Completion::hold_limit`] or waits.
+    pub const HOLD_MARK: Completion = Completion {
+        result: Err(IoError::new(crate::ErrorKind::HoldLimit)),
+        // Every flag but `COMPLETION_BUFFER` (so it names no buffer): no real completion
+        // looks like that (buffer id bits are set only together with that flag).
+        flags: !COMPLETION_BUFFER,
+        more: false,
+    };
+
+    /// Whether this is the [`HOLD_MARK`](Self::HOLD_MARK).
+    #[inline]
+    pub const fn is_hold_mark(&self) -> bool {
+        self.flags == Self::HOLD_MARK.flags && !self.more
+    }
+
+    /// What a pooled receive's poll returns when only its owner's releases can resume it:
+    /// a [`HoldLimit`](crate::ErrorKind::HoldLimit) error that is not final (the rule is at
+    /// [`POOL_HOLD_LIMIT`]).
+    #[inline]
+    pub const fn hold_limit() -> Self {
+        Completion {
+            result: Err(IoError::new(crate::ErrorKind::HoldLimit)),
+            flags: 0,
+            more: true,
+        }
+    }
+}
+
+/// For drivers: register `waker` as the one a pending op wakes, in `slot`; returns the waker
+/// it replaces, to be dropped after the driver's borrow ends (dropping a waker can run its
+/// owner's code). A no-op waker (a peek such as `try_recv`) wakes nobody, so it keeps the
+/// task's registered waker instead of trading it for one (a clone now and another at the
+/// next poll).
+#[inline]
+pub fn register_waker(slot: &mut Option<Waker>, waker: &Waker) -> Option<Waker> {
+    match slot {
+        Some(w) if w.will_wake(waker) => None,
+        Some(_) if waker.will_wake(Waker::noop()) => None,
+        _ => slot.replace(waker.clone()),
+    }
+}
+
+/// The hold-limit rule ([`POOL_HOLD_LIMIT`]) for a pooled receive with no completion queued:
+/// `true` when it is `paused` and the buffers it `held`, less those inside unfinished
+/// detached sends (`in_sends`, which the driver will release itself), are still more than
+/// half the limit, so that only its owner can resume it. Drivers call it on the slow path
+/// only (nothing queued, receive paused).
+#[inline]
+pub const fn only_owner_can_resume(paused: bool, held: u32, in_sends: u32) -> bool {
+    paused && held.saturating_sub(in_sends) > POOL_HOLD_LIMIT / 2
 }
 
 /// A platform's I/O engine, per core. All methods take `&self`: many tasks on the core share
@@ -445,6 +523,17 @@ impl SendBuf {
         self.len == 0
     }
 
+    /// The pool buffer these bytes are (pool and buffer id), if they are one: lets a driver
+    /// tell which receive's buffers sit in its unfinished sends (the hold-limit rule at
+    /// [`POOL_HOLD_LIMIT`]) without taking them out.
+    #[inline]
+    pub fn pool_buffer(&self) -> Option<(PoolId, u16)> {
+        match self.owner {
+            SendOwner::Pool(pool, bid) => Some((pool, bid)),
+            _ => None,
+        }
+    }
+
     /// The send is finished: free what can be freed now, and say what is left to do.
     #[inline]
     pub fn finish(self) -> SendBufRest {
@@ -532,6 +621,15 @@ impl SendBufs {
                     whole: true,
                 }
             }
+        }
+    }
+
+    /// The buffers, in order, without taking them.
+    #[inline]
+    pub fn as_slice(&self) -> &[SendBuf] {
+        match self {
+            SendBufs::One(b) => core::slice::from_ref(b),
+            SendBufs::Gather(v) => v,
         }
     }
 
@@ -1033,7 +1131,12 @@ impl<D: IoDriver + Clone> RecvStream<D> {
     }
 
     /// The next received buffer; `Ready(None)` at end of stream (and afterwards), `Some(Err)`
-    /// when the receive failed (which ends it).
+    /// when the receive failed (which ends it), or `Some(Err)` of kind
+    /// [`HoldLimit`](crate::ErrorKind::HoldLimit) when only releases of the owner's buffers
+    /// can resume it (see [`POOL_HOLD_LIMIT`]; the receive goes on, [`is_finished`] stays
+    /// `false`).
+    ///
+    /// [`is_finished`]: Self::is_finished
     #[inline]
     pub fn poll_next(
         &mut self,
@@ -1326,16 +1429,21 @@ mod tests {
             [SendBufRest::Done, SendBufRest::Done, SendBufRest::Drop(_)]
         ));
         assert!(SendBufs::One(SendBuf::from_static(b"")).is_empty());
+        let one = SendBufs::One(SendBuf::from_static(b"xy"));
+        assert_eq!(one.as_slice().len(), 1);
+        assert_eq!(one.as_slice()[0].pool_buffer(), None, "not a pool buffer");
     }
 
     #[test]
     fn take_rest_hands_out_what_is_left_once_and_keeps_the_bytes() {
         let f = fake();
         let mut pooled = received(&f, 3, 4).into_send_buf();
+        assert_eq!(pooled.pool_buffer(), Some((PoolId(0), 3)), "seen in place");
         assert!(matches!(
             pooled.take_rest(),
             SendBufRest::Pool(PoolId(0), 3)
         ));
+        assert_eq!(pooled.pool_buffer(), None, "taken out");
         // Taken: a second look (or dropping it) releases nothing again.
         assert!(matches!(pooled.take_rest(), SendBufRest::Done));
         assert!(matches!(pooled.finish(), SendBufRest::Done));
@@ -1386,6 +1494,46 @@ mod tests {
         let spare = st.take_spare();
         assert!(spare.is_empty() && spare.capacity() >= 8);
         assert_eq!(st.take_spare().capacity(), 0, "taken once");
+    }
+
+    #[test]
+    fn a_hold_limit_error_does_not_end_the_recv_stream() {
+        let f = fake();
+        *f.script.borrow_mut() = vec![
+            Completion::hold_limit(),
+            data(1, 3),
+            Completion::done(Ok(0)),
+        ];
+        let mut s = RecvStream::new(&f, 5, PoolId(0)).expect("submit");
+        let mut cx = Context::from_waker(Waker::noop());
+        match s.poll_next(&mut cx) {
+            Poll::Ready(Some(Err(e))) => assert_eq!(e.kind(), crate::ErrorKind::HoldLimit),
+            other => panic!("expected the hold-limit error, got {other:?}"),
+        }
+        assert!(!s.is_finished(), "not final: the receive goes on");
+        let Poll::Ready(Some(Ok(a))) = s.poll_next(&mut cx) else {
+            panic!("the data after it")
+        };
+        assert_eq!(&a[..], &[8u8, 9, 10]);
+        assert!(matches!(s.poll_next(&mut cx), Poll::Ready(None)));
+        assert!(s.is_finished());
+    }
+
+    #[test]
+    fn only_the_owner_can_resume_above_half_the_limit_outside_sends() {
+        let half = POOL_HOLD_LIMIT / 2;
+        assert!(only_owner_can_resume(true, POOL_HOLD_LIMIT, 0));
+        assert!(only_owner_can_resume(true, POOL_HOLD_LIMIT, half - 1));
+        assert!(!only_owner_can_resume(true, POOL_HOLD_LIMIT, half));
+        assert!(!only_owner_can_resume(true, half, 0), "at the resume mark");
+        assert!(
+            !only_owner_can_resume(false, POOL_HOLD_LIMIT - 1, 0),
+            "not paused"
+        );
+        assert!(
+            !only_owner_can_resume(true, 3, 9),
+            "more in sends than held: no underflow"
+        );
     }
 
     #[test]

@@ -114,6 +114,9 @@ fn std_kind(kind: ErrorKind) -> io::ErrorKind {
         ErrorKind::Unsupported => io::ErrorKind::Unsupported,
         ErrorKind::UnexpectedEof => io::ErrorKind::UnexpectedEof,
         ErrorKind::OutOfMemory => io::ErrorKind::OutOfMemory,
+        // A per-stream limit on held receive buffers: a quota, not memory exhaustion, and
+        // not `WouldBlock` (waiting for readiness is exactly what would never end).
+        ErrorKind::HoldLimit => io::ErrorKind::QuotaExceeded,
         // `std` has no "cancelled" kind; the message says it.
         _ => io::ErrorKind::Other,
     }
@@ -156,6 +159,10 @@ mod tests {
         assert_eq!(
             to_io(IoError::new(ErrorKind::TimedOut)).kind(),
             io::ErrorKind::TimedOut
+        );
+        assert_eq!(
+            to_io(IoError::new(ErrorKind::HoldLimit)).kind(),
+            io::ErrorKind::QuotaExceeded
         );
         let e = to_io(IoError::new(ErrorKind::Canceled));
         assert_eq!(e.kind(), io::ErrorKind::Other);

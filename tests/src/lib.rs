@@ -13,6 +13,7 @@
 //! | `misbehave.rs` | the server survives: a reset mid-message, a client that never reads (backpressure; others served meanwhile), a burst of resets before accept, a panicking handler, a busy handler |
 //! | `cancellation.rs` | dropped in-flight read / accept / connect / write: nothing lost, no freed memory sent, everything still usable |
 //! | `pooled_recv.rs` | `recv()` into the core's buffer pool: 32 connections × 1 B..=64 KiB echoed zero-copy, every byte checked; pool exhaustion (200 connections holding buffers) and recovery; a slow consumer paused at its hold limit without starving 16 others; EOF; `try_recv`; dropped `recv` futures and 64 dropped streams with receives in flight leak no buffer; `Builder::recv_pool` sizes are used (16 × 1 KiB) and unusable ones refused |
+//! | `hold_limit.rs` | the hold-limit trap: a task keeping every `RecvBuf` gets `QuotaExceeded` from `recv` instead of a silent hang (`try_recv`: `Ok(None)`), and after dropping to 16 reads the rest in order; buffers in an unfinished write-behind send keep `recv` waiting (no error) once the task holds 16, and it completes when the send does |
 //! | `buffers.rs` | the owned-buffer contract: read fills from the start within capacity, `Slice` windows, `writev_all` with 3,000 buffers, `writev` over `UIO_MAXIOV` |
 //! | `split_halves.rs` | `into_split` / `reunite`, dropping one half, `shutdown(Read)` wakes a pending read |
 //! | `listener.rs` | several tasks accepting on one listener, dropping a listener with queued connections, `SO_REUSEPORT` across runtimes |

@@ -1,7 +1,8 @@
 //! Detached sends (`IoDriver::send_detached`): the driver owns the bytes, sends them whole
 //! with nobody polling, frees them (pool buffers: back to the pool) and tells only the
 //! status. Also the peek of a pooled receive (`RecvStream::is_ready`) that `try_recv` uses
-//! before echoing a buffer back.
+//! before echoing a buffer back, and the hold-limit rule (`POOL_HOLD_LIMIT`), where the
+//! buffers inside unfinished detached sends decide whether a paused receive waits or fails.
 
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, IntoRawFd};
@@ -9,11 +10,14 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, Waker};
 
-use seastar_hal::io::{IoDriver, RecvStream, SendBuf, SendBufs, SendStatus};
+use seastar_hal::io::{
+    IoDriver, PooledBuf, RecvStream, SendBuf, SendBufs, SendStatus, POOL_HOLD_LIMIT,
+};
 use seastar_hal::{ErrorKind, Platform};
 
 use crate::harness::{
-    abort, block_on, close, flag_waker, park_until, pattern, pipe, tcp_pair, tcp_pair_fd,
+    abort, block_on, close, flag_waker, park_until, pattern, pattern_vec, pipe, tcp_pair,
+    tcp_pair_fd, LIMIT,
 };
 
 /// More than loopback socket buffers take (they autotune to several MiB) before the peer
@@ -253,4 +257,141 @@ pub fn dropping_the_platform_finishes_a_detached_send_in_flight<P: Platform>(
     assert!(status.take_error().is_some(), "cut short: reported");
     assert_eq!(Rc::strong_count(&status), 1, "the driver let go of it");
     make()
+}
+
+/// The hold-limit rule (`POOL_HOLD_LIMIT`). A pooled receive whose owner keeps every buffer
+/// is paused at the limit; polled with nothing queued it fails at once with a `HoldLimit`
+/// error that is not final (`is_ready` says so too, and it stays so while nothing changes)
+/// as long as the owner itself holds more than half the limit, however many more sit in an
+/// unfinished detached send. Once the owner's own share is down to half, the buffers of that
+/// send will resume it: the poll waits instead, and the send finishing resumes the receive
+/// and wakes the poller. Every byte arrives, in order.
+pub fn a_pooled_receive_at_its_hold_limit_fails_only_while_its_owner_must_release<P: Platform>(
+    make: &dyn Fn() -> P,
+) -> P {
+    const SIZE: usize = 256;
+    let half = (POOL_HOLD_LIMIT / 2) as usize;
+    let p = make();
+    let io = p.io();
+    let (fd, mut peer) = tcp_pair_fd();
+    // Twice the limit's worth of buffers, queued on the socket before the receive starts (a
+    // platform may take all of it before the pause takes effect), and a third part sent once
+    // the receive is paused, which only a resumed receive can deliver.
+    let data = pattern_vec(0, 3 * POOL_HOLD_LIMIT as usize * SIZE);
+    let (first, last) = data.split_at(2 * POOL_HOLD_LIMIT as usize * SIZE);
+    peer.write_all(first).expect("peer write");
+    let pool = io.create_pool(256, SIZE as u32).expect("pool");
+    let mut recv = RecvStream::new(io, fd, pool).expect("recv");
+    let mut peek = Context::from_waker(Waker::noop());
+    let mut held: Vec<PooledBuf<&P::Io>> = Vec::new();
+    let mut got = Vec::new();
+    let start = std::time::Instant::now();
+    loop {
+        match recv.poll_next(&mut peek) {
+            Poll::Ready(Some(Ok(buf))) => {
+                got.extend_from_slice(&buf);
+                held.push(buf);
+            }
+            Poll::Ready(Some(Err(e))) => {
+                assert_eq!(e.kind(), ErrorKind::HoldLimit, "{e:?}");
+                break;
+            }
+            Poll::Ready(None) => panic!("end of stream: the peer has not closed"),
+            Poll::Pending => {
+                assert!(
+                    start.elapsed() < LIMIT,
+                    "no hold-limit error with {} buffers held: the poll waits forever",
+                    held.len()
+                );
+                p.park(Some(p.now() + std::time::Duration::from_millis(10)));
+            }
+        }
+    }
+    assert!(
+        held.len() >= POOL_HOLD_LIMIT as usize,
+        "paused only at the limit: {} held",
+        held.len()
+    );
+    assert!(!recv.is_finished(), "the error is not final");
+    assert!(recv.is_ready(), "a peek sees the error");
+    assert!(
+        matches!(recv.poll_next(&mut peek), Poll::Ready(Some(Err(e))) if e.kind() == ErrorKind::HoldLimit),
+        "still at the limit: the error again"
+    );
+
+    // The owner keeps half + 1 and sends the rest behind 16 MiB to a peer that reads nothing
+    // yet: that send cannot finish, so its buffers stay held.
+    let (sink, mut sink_peer) = tcp_pair_fd();
+    let mut gather = vec![SendBuf::from_vec(vec![7u8; BIG])];
+    let forwarded: Vec<u8> = held[half + 1..].iter().flat_map(|b| b.to_vec()).collect();
+    gather.extend(
+        held.split_off(half + 1)
+            .into_iter()
+            .map(PooledBuf::into_send_buf),
+    );
+    let status = Rc::new(SendStatus::default());
+    io.send_detached(sink, SendBufs::Gather(gather), &status)
+        .expect("send");
+    p.park(Some(p.now()));
+    assert_eq!(status.in_flight(), 1, "the send waits for its peer");
+    assert!(
+        matches!(recv.poll_next(&mut peek), Poll::Ready(Some(Err(e))) if e.kind() == ErrorKind::HoldLimit),
+        "half + 1 held by the owner: the send's buffers cannot resume it"
+    );
+
+    // Half held by the owner: the send's buffers will resume it, so the poll waits.
+    held.remove(0);
+    // (`is_ready` may say yes here: a peek may poll when a poll would wait.)
+    assert!(recv.poll_next(&mut peek).is_pending(), "waits for the send");
+    assert!(
+        recv.poll_next(&mut peek).is_pending(),
+        "nothing to hand out while the send is stuck"
+    );
+    peer.write_all(last).expect("peer write");
+    p.park(Some(p.now()));
+    assert!(
+        recv.poll_next(&mut peek).is_pending(),
+        "paused: the new data waits on the socket"
+    );
+    // The last poll before the wait registers the waker (a peek may replace it).
+    let (flag, waker) = flag_waker();
+    assert!(recv
+        .poll_next(&mut Context::from_waker(&waker))
+        .is_pending());
+    let total = BIG + forwarded.len();
+    let reader = std::thread::spawn(move || {
+        let mut out = vec![0u8; total];
+        sink_peer.read_exact(&mut out).expect("sink read");
+        out
+    });
+    // The send finishes, its buffers go back, the receive resumes and its data wakes us.
+    park_until(&p, || flag.woken.load(Ordering::SeqCst));
+    let sunk = reader.join().expect("sink reader");
+    park_until(&p, || status.in_flight() == 0);
+    assert_eq!(status.take_error(), None);
+    assert!(
+        sunk[BIG..] == forwarded[..],
+        "the forwarded buffers went out in order"
+    );
+    drop(held);
+    while got.len() < data.len() {
+        match recv.poll_next(&mut peek) {
+            Poll::Ready(Some(Ok(buf))) => got.extend_from_slice(&buf),
+            Poll::Ready(other) => panic!(
+                "after {} of {} bytes: {:?}",
+                got.len(),
+                data.len(),
+                other.map(|r| r.map(|b| b.len()))
+            ),
+            Poll::Pending => {
+                assert!(start.elapsed() < LIMIT, "the rest never arrived");
+                p.park(Some(p.now() + std::time::Duration::from_millis(10)));
+            }
+        }
+    }
+    assert!(got == data, "bytes lost, duplicated or reordered");
+    drop(recv);
+    block_on(&p, close(io, sink));
+    block_on(&p, close(io, fd));
+    p
 }

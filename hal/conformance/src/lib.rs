@@ -58,6 +58,7 @@ macro_rules! conformance_tests {
             detached::a_detached_pool_buffer_returns_to_its_pool_when_sent
             detached::a_failed_detached_send_is_reported_to_the_status
             detached::a_pooled_receive_is_ready_only_with_a_completion_queued
+            detached::a_pooled_receive_at_its_hold_limit_fails_only_while_its_owner_must_release
             detached::consecutive_detached_gathers_send_every_byte_in_order
             detached::a_detached_gather_on_a_pipe_sends_every_byte
             detached::dropping_the_platform_finishes_a_detached_send_in_flight

@@ -230,6 +230,10 @@ impl Socket {
         match self.poll_recv(&mut cx) {
             Poll::Ready(Ok(Some(buf))) => Ok(Some(buf)),
             Poll::Ready(Ok(None)) | Poll::Pending => Ok(None),
+            // At the hold limit nothing can be handed out now; a peek is no wait, so it is no
+            // error either: a gathering caller sends what it holds (which releases it), and
+            // a caller that waits next gets the error from `recv`.
+            Poll::Ready(Err(e)) if is_hold_limit(&e) => Ok(None),
             Poll::Ready(Err(e)) => Err(e),
         }
     }
@@ -433,10 +437,16 @@ impl Socket {
     }
 }
 
-/// The pooled receive ended (`error`: `None` at end of stream): what `recv` answers. A later
-/// call after an error starts a new receive.
+/// The pooled receive ended (`error`: `None` at end of stream), or reported an error that
+/// does not end it (the hold limit): what `recv` answers. A later call after an error that
+/// ended it starts a new receive.
 #[cold]
 fn recv_ended(st: &mut RecvState, error: Option<IoError>) -> io::Result<Option<RecvBuf>> {
+    if let (Some(e), Some(stream)) = (error, &st.stream) {
+        if !stream.is_finished() {
+            return Err(recv_error(e));
+        }
+    }
     st.stream = None;
     match error {
         None => {
@@ -445,6 +455,35 @@ fn recv_ended(st: &mut RecvState, error: Option<IoError>) -> io::Result<Option<R
         }
         Some(e) => Err(to_io(e)),
     }
+}
+
+/// `recv()` at the hold limit (`seastar_hal::io::POOL_HOLD_LIMIT`): what happened and what
+/// to do, inside an `io::Error` of kind `QuotaExceeded`.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "recv(): this stream holds too many received buffers: its receive is paused at the \
+     per-stream hold limit of {limit} buffers and resumes only once at most {resume} are held \
+     (write-behind sends still in flight give theirs back by themselves); drop or send some \
+     RecvBufs before receiving more. Nothing received was lost",
+    limit = seastar_hal::io::POOL_HOLD_LIMIT,
+    resume = seastar_hal::io::POOL_HOLD_LIMIT / 2
+)]
+struct HoldLimit;
+
+/// A receive error that does not end the receive: the hold limit (the only one the HAL
+/// has), explained in `std` terms.
+#[cold]
+fn recv_error(e: IoError) -> io::Error {
+    if e.kind() == seastar_hal::ErrorKind::HoldLimit {
+        io::Error::new(io::ErrorKind::QuotaExceeded, HoldLimit)
+    } else {
+        to_io(e)
+    }
+}
+
+/// Whether `e` is [`recv_error`]'s hold-limit error.
+fn is_hold_limit(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<HoldLimit>())
 }
 
 /// `buf` as bytes the driver owns for a detached send: pool buffers, `Vec`s and static bytes

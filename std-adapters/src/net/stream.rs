@@ -87,6 +87,19 @@ impl TcpStream {
     /// them to be released), so do not mix it with [`read`](Self::read) on the same stream:
     /// such a `read` fails with `InvalidInput`.
     ///
+    /// The hold limit: one stream's receive holds at most 32 buffers (received and not yet
+    /// returned, queued ones and [`RecvBuf`]s in unfinished [`write_behind`](Self::write_behind)
+    /// sends included); at 32 the platform pauses it until at most 16 are held. If nothing is
+    /// queued, the receive is paused, and the `RecvBuf`s still alive outside unfinished
+    /// write-behind sends are more than 16 (say a task assembles a large message from them),
+    /// only their holder can resume it, so `recv()` fails at once with
+    /// `io::ErrorKind::QuotaExceeded` instead of waiting forever. That error ends nothing and
+    /// loses nothing: drop or send some `RecvBuf`s and call `recv()` again; it returns the
+    /// following bytes, in order. (Buffers in write-behind sends still in flight come back by
+    /// themselves: with at most 16 held elsewhere, `recv()` waits for them instead.) A task
+    /// that hands `RecvBuf`s to other tasks bounds how many are out, or retries once some
+    /// came back.
+    ///
     /// ```no_run
     /// # async fn f(stream: seastar::net::TcpStream) -> std::io::Result<()> {
     /// while let Some(buf) = stream.recv().await? {
@@ -104,7 +117,11 @@ impl TcpStream {
     /// none has arrived yet, before the first `recv`, or at end of stream (the next `recv`
     /// says which). Lets a server gather what is already there into one
     /// [`writev_all`](Self::writev_all). Call `recv` before waiting for this stream's data
-    /// again: only `recv` registers the task to be woken.
+    /// again: only `recv` registers the task to be woken. At the hold limit (see
+    /// [`recv`](Self::recv)) it returns `Ok(None)`: nothing can be handed out until buffers
+    /// are released, and a peek is not a wait, so a gathering caller simply sends what it
+    /// holds; a `recv` after it reports the limit (`QuotaExceeded`) if the caller still holds
+    /// too many, so `Ok(None)` never leads to a silent wait.
     #[inline]
     pub fn try_recv(&self) -> io::Result<Option<RecvBuf>> {
         self.sock.try_recv()
@@ -149,7 +166,8 @@ impl TcpStream {
     ///
     /// [`RecvBuf`]s in a send count towards the stream's receive hold limit (32 buffers,
     /// resumed at 16) until the send finished; the driver then gives them back (and resumes a
-    /// receive paused for them) by itself.
+    /// receive paused for them) by itself, so [`recv`](Self::recv) waits for them rather than
+    /// fail.
     ///
     /// ```no_run
     /// # async fn f(stream: seastar::net::TcpStream) -> std::io::Result<()> {
@@ -296,13 +314,14 @@ impl std::fmt::Display for ReuniteError {
 impl std::error::Error for ReuniteError {}
 
 impl OwnedReadHalf {
-    /// As [`TcpStream::recv`].
+    /// As [`TcpStream::recv`], hold limit included (`io::ErrorKind::QuotaExceeded` while
+    /// only the holder of this half's `RecvBuf`s can resume the receive).
     #[inline]
     pub fn recv(&self) -> impl Future<Output = io::Result<Option<RecvBuf>>> + '_ {
         self.sock.recv()
     }
 
-    /// As [`TcpStream::try_recv`].
+    /// As [`TcpStream::try_recv`] (`Ok(None)` at the hold limit).
     #[inline]
     pub fn try_recv(&self) -> io::Result<Option<RecvBuf>> {
         self.sock.try_recv()

@@ -201,8 +201,12 @@ impl Builder {
     /// its first `recv()`; memory becomes resident only as buffers get used. `buffers` must be
     /// a power of two from 1 to 32,768 (io_uring's buffer ring), `buffer_size` at least 1.
     /// Default [`DEFAULT_RECV_POOL_BUFFERS`] × [`DEFAULT_RECV_BUF_SIZE`]. A receive holds
-    /// at most 32 buffers before it is paused, so a pool of `n` buffers serves `n / 32`
-    /// connections that do not consume before others see an empty pool.
+    /// at most 32 buffers before it is paused (resumed at 16), so a pool of `n` buffers
+    /// serves `n / 32` connections that do not consume before others see an empty pool. A
+    /// task that keeps more than 16 of its stream's buffers while that receive is paused gets
+    /// `io::ErrorKind::QuotaExceeded` from `recv()` instead of a wait that would never end
+    /// (see [`TcpStream::recv`]); the buffer size bounds the bytes a stream holds at its
+    /// limit (32 × 16 KiB = 512 KiB by default).
     ///
     /// [`TcpStream::recv`]: crate::net::TcpStream::recv
     pub fn recv_pool(mut self, buffers: u16, buffer_size: u32) -> Self {
