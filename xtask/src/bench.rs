@@ -469,19 +469,16 @@ fn run_servers(args: &[String]) -> ExitCode {
                 let outcome = one_run(&bin_dir, server, point, &opts);
                 match &outcome {
                     Ok(line) => println!(
-                        "[{n:>3}/{total}] {:<14} {:>5} B {:>3} conns {:>2} in flight  round {round}: \
+                        "[{n:>3}/{total}] {}  round {round}: \
                          {:>10.0} msg/s  p99 {:>8.1} us  server {:>6.2} us/msg",
-                        server.name,
-                        point.size,
-                        point.connections,
-                        point.inflight,
+                        run_label(server.name, point),
                         json_num(line, "msgs_per_s").unwrap_or(0.0),
                         json_num(line, "p99_us").unwrap_or(0.0),
                         json_num(line, "server_cpu_us_per_msg").unwrap_or(f64::NAN),
                     ),
                     Err(e) => println!(
-                        "[{n:>3}/{total}] {:<14} {:>5} B {:>3} conns {:>2} in flight  round {round}: FAILED: {e}",
-                        server.name, point.size, point.connections, point.inflight
+                        "[{n:>3}/{total}] {}  round {round}: FAILED: {e}",
+                        run_label(server.name, point)
                     ),
                 }
                 results.push(RunResult {
@@ -498,12 +495,8 @@ fn run_servers(args: &[String]) -> ExitCode {
                 let outcome = count_run(&bin_dir, server, point, &opts, counter);
                 match &outcome {
                     Ok(c) => println!(
-                        "[count] {:<14} {:>5} B {:>3} conns {:>2} in flight: {} msgs, per msg {} \
-                         syscalls, {} allocations",
-                        server.name,
-                        point.size,
-                        point.connections,
-                        point.inflight,
+                        "[count] {}: {} msgs, per msg {} syscalls, {} allocations",
+                        run_label(server.name, point),
                         c.messages,
                         per_msg(
                             c.figures.tracepoint(SYSCALLS).and_then(Count::value),
@@ -512,8 +505,8 @@ fn run_servers(args: &[String]) -> ExitCode {
                         per_msg(c.figures.allocations(), c.messages),
                     ),
                     Err(e) => println!(
-                        "[count] {:<14} {:>5} B {:>3} conns {:>2} in flight: not counted: {e}",
-                        server.name, point.size, point.connections, point.inflight
+                        "[count] {}: not counted: {e}",
+                        run_label(server.name, point)
                     ),
                 }
                 counts.push(CountRun {
@@ -592,6 +585,14 @@ impl Drop for ServerProcess {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// A run's server and point as the progress lines show them, in aligned columns.
+fn run_label(server: &str, point: Point) -> String {
+    format!(
+        "{server:<14} {:>5} B {:>3} conns {:>2} in flight",
+        point.size, point.connections, point.inflight
+    )
 }
 
 /// Start `server` on a free port, pinned to the server CPU, and wait for `listening on`.
